@@ -1,0 +1,5 @@
+"""`python -m rnnlab` = train (see rnnlab.train)."""
+
+from rnnlab.train import main
+
+main()

@@ -1,0 +1,23 @@
+"""Errors a user can cause and fix. Entry points print them without a traceback."""
+
+
+class RnnlabError(Exception):
+    """Base class: the message says what was wrong, where, and what to do."""
+
+
+class ConfigError(RnnlabError, ValueError):
+    """A config value is out of range or inconsistent; the message names the key."""
+
+
+class InputError(RnnlabError, ValueError):
+    """A prediction input cannot be encoded (e.g. a character outside the vocabulary)."""
+
+
+class DataError(RnnlabError, ValueError):
+    """A data file is missing, malformed or inconsistent."""
+
+
+def require(condition: bool, key: str, message: str) -> None:
+    """Raise ConfigError for `key` unless `condition` holds; keeps argument checks one line each."""
+    if not condition:
+        raise ConfigError(f"{key}: {message}")

@@ -1,0 +1,60 @@
+"""Test metrics of a checkpoint: `python -m rnnlab.evaluate ckpt_path=... [data.path=...]`.
+
+With `data.path`, all of that file is the test set, encoded with the checkpoint's vocabulary:
+how a user scores a model on their own held-out data. Prints `test/<name>: <value>` lines.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+import lightning.pytorch as pl
+from omegaconf import OmegaConf
+
+from rnnlab.errors import RnnlabError
+
+USAGE = (
+    "usage: python -m rnnlab.evaluate ckpt_path=<file.ckpt> [data.path=<file>] "
+    "[data.batch_size=N] [accelerator=cpu|gpu|auto]"
+)
+
+
+def evaluate(ckpt_path: str, data_path: str | None = None, accelerator: str = "auto",
+             batch_size: int | None = None) -> dict[str, float]:
+    """Test metrics of the checkpoint on its own test split, or on all of `data_path`."""
+    from rnnlab.builder import load_checkpoint
+
+    _, datamodule, module = load_checkpoint(ckpt_path)
+    if batch_size:
+        datamodule.eval_batch_size = batch_size
+    if data_path is not None:
+        datamodule.use_file_as_test_set(data_path)
+    trainer = pl.Trainer(
+        accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False,
+    )
+    results = trainer.test(module, datamodule=datamodule, verbose=False)
+    return {key: float(value) for key, value in results[0].items()}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = OmegaConf.from_cli(list(sys.argv[1:] if argv is None else argv))
+    data = args.get("data") or {}
+    unknown = (set(args) - {"ckpt_path", "data", "accelerator"}) | (set(data) - {"path", "batch_size"})
+    if "ckpt_path" not in args or unknown:
+        print(f"error: unknown option(s) {sorted(unknown)}\n{USAGE}" if unknown else USAGE, file=sys.stderr)
+        return 2
+    try:
+        metrics = evaluate(args.ckpt_path, data.get("path"), args.get("accelerator", "auto"),
+                           data.get("batch_size"))
+    except RnnlabError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    for name, value in sorted(metrics.items()):
+        print(f"{name}: {value:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,285 @@
+"""Encoder-decoder RNN with optional Bahdanau attention.
+
+Two decoders (`decoder=`):
+- `repeat`: the seed's Keras model. The encoder summary is fed to every output step
+  (RepeatVector), one fused RNN pass, a linear layer per step (TimeDistributed Dense).
+- `autoregressive`: each step reads the previous token (teacher forcing in training, with a
+  configurable ratio) and, with attention, a context vector over the encoder outputs.
+With `attention=bahdanau` the repeat decoder attends from each of its outputs in one batched call;
+the autoregressive one attends from its previous state before each step (Bahdanau et al., 2015).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from rnnlab.errors import require
+from rnnlab.models.attention import BahdanauAttention
+from rnnlab.models.decoding import greedy_decode, mask_after_eos
+from rnnlab.models.rnn import State, last_layer_summary, make_rnn, run_rnn
+
+DECODERS = ("repeat", "autoregressive")
+ATTENTIONS = ("none", "bahdanau")
+
+
+def _map_state(state: State, fn) -> State:
+    return tuple(fn(s) for s in state) if isinstance(state, tuple) else fn(state)
+
+
+@dataclass
+class DecoderState:
+    """What the autoregressive decoder carries between steps.
+
+    hidden (layers, B, H) or a pair for LSTM; encoder_outputs (B, S, He);
+    projected_keys (B, S, A) or None without attention; src_mask (B, S), True at real tokens.
+    """
+
+    hidden: State
+    encoder_outputs: Tensor
+    projected_keys: Tensor | None
+    src_mask: Tensor
+
+    def index_select(self, index: Tensor) -> DecoderState:
+        """Reorder/expand the batch (beam search)."""
+        keys = self.projected_keys
+        return DecoderState(
+            _map_state(self.hidden, lambda h: h.index_select(1, index)),
+            self.encoder_outputs.index_select(0, index),
+            keys.index_select(0, index) if keys is not None else None,
+            self.src_mask.index_select(0, index),
+        )
+
+
+class AutoregressiveDecoder(nn.Module):
+    """Embedding of the previous token [+ attention context] -> RNN -> linear to the vocabulary."""
+
+    def __init__(
+        self,
+        embedding: nn.Embedding,
+        encoder_size: int,
+        *,
+        cell: str,
+        hidden_size: int,
+        num_layers: int,
+        dropout: float,
+        attention: BahdanauAttention | None,
+    ):
+        super().__init__()
+        self.embedding = embedding
+        self.attention = attention
+        context_size = encoder_size if attention is not None else 0
+        self.rnn = make_rnn(cell, embedding.embedding_dim + context_size, hidden_size, num_layers, dropout)
+        self.dropout = nn.Dropout(dropout)
+        self.out = nn.Linear(hidden_size + context_size, embedding.num_embeddings)
+
+    def step(self, prev_tokens: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState, Tensor | None]:
+        """prev_tokens (B,) -> logits (B, V), next state, attention weights (B, S) or None."""
+        inputs = self.dropout(self.embedding(prev_tokens))
+        weights = None
+        if self.attention is not None:
+            hidden = state.hidden[0] if isinstance(state.hidden, tuple) else state.hidden
+            context, weights = self.attention(
+                hidden[-1], state.projected_keys, state.encoder_outputs, state.src_mask
+            )
+            inputs = torch.cat([inputs, context], -1)
+        output, hidden = self.rnn(inputs.unsqueeze(1), state.hidden)
+        output = output.squeeze(1)
+        if self.attention is not None:
+            output = torch.cat([output, context], -1)
+        next_state = DecoderState(hidden, state.encoder_outputs, state.projected_keys, state.src_mask)
+        return self.out(self.dropout(output)), next_state, weights
+
+    def forward(
+        self, tgt_inputs: Tensor, state: DecoderState, teacher_forcing: float = 1.0
+    ) -> tuple[Tensor, Tensor | None]:
+        """tgt_inputs (B, T) starting with <sos> -> logits (B, T, V), weights (B, T, S) or None.
+
+        Without attention and with full teacher forcing the whole sequence is one fused RNN
+        call; otherwise it steps, feeding back its own prediction with prob. 1 - teacher_forcing.
+        """
+        if self.attention is None and teacher_forcing >= 1.0:
+            outputs, _ = self.rnn(self.dropout(self.embedding(tgt_inputs)), state.hidden)
+            return self.out(self.dropout(outputs)), None
+        logits, weights = [], []
+        prev = tgt_inputs[:, 0]
+        for t in range(tgt_inputs.size(1)):
+            step_logits, state, step_weights = self.step(prev, state)
+            logits.append(step_logits)
+            weights.append(step_weights)
+            if t + 1 < tgt_inputs.size(1):
+                prev = tgt_inputs[:, t + 1]
+                if teacher_forcing < 1.0:
+                    own = step_logits.argmax(-1)
+                    use_gold = torch.rand(prev.shape, device=prev.device) < teacher_forcing
+                    prev = torch.where(use_gold, prev, own)
+        stacked = torch.stack(weights, 1) if self.attention is not None else None
+        return torch.stack(logits, 1), stacked
+
+
+class RepeatDecoder(nn.Module):
+    """Keras RepeatVector -> RNN(return_sequences) -> TimeDistributed(Dense), optionally attending."""
+
+    def __init__(
+        self,
+        summary_size: int,
+        encoder_size: int,
+        vocab_size: int,
+        *,
+        cell: str,
+        hidden_size: int,
+        num_layers: int,
+        dropout: float,
+        attention: BahdanauAttention | None,
+    ):
+        super().__init__()
+        self.rnn = make_rnn(cell, summary_size, hidden_size, num_layers, dropout)
+        self.attention = attention
+        self.dropout = nn.Dropout(dropout)
+        context_size = encoder_size if attention is not None else 0
+        self.out = nn.Linear(hidden_size + context_size, vocab_size)
+
+    def forward(
+        self, summary: Tensor, steps: int, encoder_outputs: Tensor, src_mask: Tensor
+    ) -> tuple[Tensor, Tensor | None]:
+        """summary (B, He) -> logits (B, steps, V), weights (B, steps, S) or None."""
+        outputs, _ = self.rnn(summary.unsqueeze(1).expand(-1, steps, -1).contiguous())
+        weights = None
+        if self.attention is not None:
+            keys = self.attention.project_keys(encoder_outputs)
+            context, weights = self.attention(outputs, keys, encoder_outputs, src_mask)
+            outputs = torch.cat([outputs, context], -1)
+        return self.out(self.dropout(outputs)), weights
+
+
+class Seq2Seq(nn.Module):
+    """Encoder RNN (optionally bidirectional) + a `repeat` or `autoregressive` decoder."""
+
+    def __init__(
+        self,
+        src_vocab_size: int,
+        tgt_vocab_size: int,
+        *,
+        pad_id: int,
+        sos_id: int,
+        eos_id: int,
+        max_target_len: int,
+        cell: str = "lstm",
+        embedding_dim: int = 64,
+        hidden_size: int = 128,
+        num_layers: int = 1,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        decoder: str = "autoregressive",
+        attention: str = "none",
+        attention_size: int | None = None,
+        teacher_forcing: float = 1.0,
+        share_embeddings: bool = False,
+    ):
+        super().__init__()
+        require(decoder in DECODERS, "model.decoder", f"must be one of {DECODERS}, got {decoder!r}")
+        require(attention in ATTENTIONS, "model.attention", f"must be one of {ATTENTIONS}, got {attention!r}")
+        require(embedding_dim > 0, "model.embedding_dim", f"must be a positive integer, got {embedding_dim}")
+        require(0 <= teacher_forcing <= 1, "model.teacher_forcing", f"must be in [0, 1], got {teacher_forcing}")
+        require(max_target_len > 0, "model.max_target_len", f"must be positive, got {max_target_len}")
+        require(
+            not share_embeddings or src_vocab_size == tgt_vocab_size,
+            "model.share_embeddings",
+            "needs one vocabulary for source and target",
+        )
+        self.pad_id, self.sos_id, self.eos_id = pad_id, sos_id, eos_id
+        self.max_target_len = max_target_len
+        self.teacher_forcing = teacher_forcing
+        self.num_directions = 2 if bidirectional else 1
+        encoder_size = hidden_size * self.num_directions
+
+        self.src_embedding = nn.Embedding(src_vocab_size, embedding_dim, padding_idx=pad_id)
+        self.encoder = make_rnn(cell, embedding_dim, hidden_size, num_layers, dropout, bidirectional)
+        self.dropout = nn.Dropout(dropout)
+        attn = (
+            BahdanauAttention(hidden_size, encoder_size, attention_size or hidden_size)
+            if attention == "bahdanau"
+            else None
+        )
+        if decoder == "repeat":
+            self.bridge = None
+            self.decoder: nn.Module = RepeatDecoder(
+                encoder_size, encoder_size, tgt_vocab_size, cell=cell, hidden_size=hidden_size,
+                num_layers=num_layers, dropout=dropout, attention=attn,
+            )
+        else:
+            # A bidirectional encoder's two final states become the decoder's initial state.
+            self.bridge = nn.Linear(encoder_size, hidden_size) if bidirectional else None
+            tgt_embedding = (
+                self.src_embedding
+                if share_embeddings
+                else nn.Embedding(tgt_vocab_size, embedding_dim, padding_idx=pad_id)
+            )
+            self.decoder = AutoregressiveDecoder(
+                tgt_embedding, encoder_size, cell=cell, hidden_size=hidden_size,
+                num_layers=num_layers, dropout=dropout, attention=attn,
+            )
+
+    @property
+    def autoregressive(self) -> bool:
+        return isinstance(self.decoder, AutoregressiveDecoder)
+
+    def encode(self, src_tokens: Tensor, src_lengths: Tensor) -> tuple[Tensor, State, Tensor]:
+        """src_tokens (B, S), src_lengths (B,) -> outputs (B, S, He), final state, mask (B, S)."""
+        embedded = self.dropout(self.src_embedding(src_tokens))
+        outputs, state = run_rnn(self.encoder, embedded, src_lengths)
+        mask = torch.arange(src_tokens.size(1), device=src_tokens.device) < src_lengths[:, None]
+        return outputs, state, mask
+
+    def _initial_state(self, src_tokens: Tensor, src_lengths: Tensor) -> DecoderState:
+        outputs, state, mask = self.encode(src_tokens, src_lengths)
+        if self.bridge is not None:
+            def merge(h: Tensor) -> Tensor:  # (layers * 2, B, H) -> (layers, B, H)
+                layers, batch = h.size(0) // 2, h.size(1)
+                both = h.view(layers, 2, batch, -1).permute(0, 2, 1, 3).reshape(layers, batch, -1)
+                return torch.tanh(self.bridge(both))
+
+            state = _map_state(state, merge)
+        attention = self.decoder.attention
+        keys = attention.project_keys(outputs) if attention is not None else None
+        return DecoderState(state, outputs, keys, mask)
+
+    def forward(
+        self, src_tokens: Tensor, src_lengths: Tensor, tgt_inputs: Tensor
+    ) -> tuple[Tensor, Tensor | None]:
+        """Training pass. tgt_inputs (B, T) = target tokens without the last one (starts with
+        <sos>) -> logits (B, T, V) for the next tokens, attention weights (B, T, S) or None."""
+        if not self.autoregressive:
+            outputs, state, mask = self.encode(src_tokens, src_lengths)
+            summary = last_layer_summary(state, self.num_directions)
+            return self.decoder(summary, tgt_inputs.size(1), outputs, mask)
+        state = self._initial_state(src_tokens, src_lengths)
+        ratio = self.teacher_forcing if self.training else 1.0
+        return self.decoder(tgt_inputs, state, ratio)
+
+    @torch.no_grad()
+    def generate(
+        self, src_tokens: Tensor, src_lengths: Tensor, max_len: int | None = None
+    ) -> dict[str, Tensor]:
+        """Greedy output: tokens (B, T) ending in <eos> then <pad>; attention (B, T, S) if any."""
+        max_len = max_len or self.max_target_len
+        if not self.autoregressive:
+            logits, weights = self(src_tokens, src_lengths, src_tokens.new_zeros(len(src_tokens), max_len))
+            tokens = mask_after_eos(logits.argmax(-1), self.eos_id, self.pad_id)
+        else:
+            tokens, weights = greedy_decode(
+                self.decoder.step,
+                self._initial_state(src_tokens, src_lengths),
+                batch_size=len(src_tokens),
+                sos_id=self.sos_id,
+                eos_id=self.eos_id,
+                pad_id=self.pad_id,
+                max_len=max_len,
+                device=src_tokens.device,
+            )
+        result = {"tokens": tokens}
+        if weights is not None:
+            result["attention"] = weights
+        return result

@@ -1,0 +1,82 @@
+"""Training logic shared by every task: one `model_step`, per-stage metrics, the optimiser."""
+
+from __future__ import annotations
+
+import copy
+from abc import abstractmethod
+from collections.abc import Callable, Mapping
+from functools import partial
+
+import lightning.pytorch as pl
+import torch
+from torch import Tensor, nn
+from torchmetrics import Metric
+
+STAGES = ("val", "test")
+
+
+class TaskModule(pl.LightningModule):
+    """Wraps a plain nn.Module (`net`); subclasses say how a batch becomes a loss and predictions.
+
+    `metrics` are torchmetrics instances from the task config; each evaluation stage gets its
+    own copy, logged as `val/<name>` and `test/<name>`.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+        scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
+        metrics: Mapping[str, Metric] | None = None,
+    ):
+        super().__init__()
+        self.net = net
+        self.optimizer_factory = optimizer or partial(torch.optim.Adam, lr=1e-3)
+        self.scheduler_factory = scheduler
+        metrics = dict(metrics or {})
+        self.metrics = nn.ModuleDict(
+            {stage: nn.ModuleDict(copy.deepcopy(metrics)) for stage in STAGES}
+        )
+
+    @abstractmethod
+    def model_step(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Loss (and whatever metrics need) for one batch; used by every stage."""
+
+    @abstractmethod
+    def update_metrics(self, metrics: nn.ModuleDict, batch: dict[str, Tensor], step: dict) -> None:
+        """Feed one evaluation batch to the stage's metrics."""
+
+    @abstractmethod
+    def predict_batch(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Predictions for a batch of encoded inputs (what the datamodule decodes to strings)."""
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        loss = self.model_step(batch)["loss"]
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=False, on_epoch=True)
+        return loss
+
+    def _evaluate(self, stage: str, batch: dict[str, Tensor]) -> None:
+        step = self.model_step(batch)
+        size = len(next(iter(batch.values())))
+        self.log(f"{stage}/loss", step["loss"], prog_bar=True, batch_size=size, sync_dist=True)
+        metrics = self.metrics[stage]
+        self.update_metrics(metrics, batch, step)
+        for name, metric in metrics.items():
+            self.log(f"{stage}/{name}", metric, prog_bar=stage == "val", batch_size=size)
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._evaluate("val", batch)
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._evaluate("test", batch)
+
+    def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        return self.predict_batch(batch)
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss"}}
