@@ -21,9 +21,11 @@ CONFIG_KEY = "rnnlab_config"  # where checkpoints keep the resolved run config
 
 
 def instantiate_node(cfg: DictConfig, key: str, **kwargs: Any) -> Any:
-    """instantiate(cfg[key]) but surfacing our own errors (which name the key) unwrapped."""
+    """instantiate(cfg[key]) but surfacing our own errors (which name the key) unwrapped.
+
+    A missing or empty node (an empty group option such as `scheduler=none`) gives None."""
     node = cfg.get(key)
-    if node is None:
+    if not node:
         return None
     try:
         return instantiate(node, **kwargs)

@@ -15,6 +15,7 @@ from typing import Any
 
 import hydra
 import lightning.pytorch as pl
+import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
@@ -56,14 +57,25 @@ if not OmegaConf.has_resolver("rnnlab_run_dir"):
     OmegaConf.register_new_resolver("rnnlab_run_dir", run_dir)
 
 
-class ConfigInCheckpoint(pl.Callback):
-    """Stores the resolved run config in every checkpoint, so predict/evaluate need nothing else."""
+class RunStateInCheckpoint(pl.Callback):
+    """Puts in every checkpoint what Lightning leaves out: the resolved run config (so predict and
+    evaluate need nothing else) and the RNG states (so a run resumed from `last.ckpt` draws the
+    same dropout masks as an uninterrupted one and ends with the same metrics)."""
 
     def __init__(self, config: dict):
         self.config = config
 
     def on_save_checkpoint(self, trainer: pl.Trainer, module: pl.LightningModule, checkpoint: dict) -> None:
         checkpoint[CONFIG_KEY] = self.config
+
+    def state_dict(self) -> dict:
+        cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+        return {"torch": torch.get_rng_state(), "cuda": cuda}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        torch.set_rng_state(state_dict["torch"])
+        if state_dict["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state_dict["cuda"])
 
 
 def resolve_ckpt_path(ckpt_path: str | None, output_dir: str) -> str | None:
@@ -100,8 +112,10 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     datamodule, module = build(cfg)
     config = OmegaConf.to_container(cfg, resolve=True)
     callbacks = [instantiate_node(cfg.callbacks, key) for key in (cfg.get("callbacks") or {})]
-    callbacks.append(ConfigInCheckpoint(config))
+    callbacks = [callback for callback in callbacks if callback is not None]
+    callbacks.append(RunStateInCheckpoint(config))
     loggers = [instantiate_node(cfg.logger, key) for key in (cfg.get("logger") or {})]
+    loggers = [logger for logger in loggers if logger is not None]
     trainer: pl.Trainer = instantiate_node(cfg, "trainer", callbacks=callbacks, logger=loggers or False)
 
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.output_dir)

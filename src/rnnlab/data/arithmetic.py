@@ -138,7 +138,12 @@ class ArithmeticData(TaskDataModule):
             if len(first) >= count:
                 break
         order = torch.randperm(len(first), generator=generator)[:count]
-        return tuple(x[order] for x in chosen)
+        a, b, op = (x[order] for x in chosen)
+        # Deduplication kept one orientation of each commutative question (with enumeration,
+        # always a <= b); draw the orientation afresh so both appear.
+        commutative = torch.tensor([o in _COMMUTATIVE for o in self.operators])[op]
+        swap = commutative & (torch.rand(count, generator=generator) < 0.5)
+        return torch.where(swap, b, a), torch.where(swap, a, b), op
 
     def _answers(self, a: Tensor, b: Tensor, op: Tensor) -> Tensor:
         symbols = [self.operators[i] for i in range(len(self.operators))]

@@ -53,8 +53,10 @@ class TaskModule(pl.LightningModule):
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         loss = self.model_step(batch)["loss"]
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
-        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=False, on_epoch=True)
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"])
 
     def _evaluate(self, stage: str, batch: dict[str, Tensor]) -> None:
         step = self.model_step(batch)

@@ -1,0 +1,130 @@
+"""Training for real: models learn, runs resume exactly, checkpoints predict and evaluate."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import train_run
+from rnnlab import evaluate, predict
+from rnnlab.builder import CONFIG_KEY, load_checkpoint
+from rnnlab.train import optimized_value
+
+
+@pytest.mark.parametrize("task", ["arithmetic", "parity"])
+@pytest.mark.parametrize("cell", ["rnn", "lstm"])
+def test_fast_dev_run_every_task(tmp_path, task, cell):
+    metrics, objects = train_run(tmp_path, f"task={task}", f"cell={cell}", "debug=fast",
+                                 "data.train_size=300", "data.val_size=64", "data.test_size=64")
+    assert objects["trainer"].fast_dev_run
+    assert math.isfinite(metrics["test/loss"])
+
+
+@pytest.mark.slow
+def test_two_digit_addition_learns(addition_run):
+    metrics, _ = addition_run
+    assert metrics["test/exact_match"] >= 0.90, metrics
+    assert metrics["test/char_acc"] >= 0.95, metrics
+
+
+@pytest.mark.slow
+def test_twenty_bit_parity_learns(tmp_path):
+    metrics, _ = train_run(
+        tmp_path, "task=parity", "data.length=20", "data.train_size=20000", "data.val_size=1000",
+        "data.test_size=1000", "data.batch_size=128", "model.hidden_size=32", "trainer.max_epochs=3",
+        "optimizer.lr=3e-3",
+    )
+    assert metrics["test/parity_acc"] >= 0.95, metrics
+
+
+def test_run_writes_checkpoints_tensorboard_and_hparams(addition_run):
+    metrics, output_dir = addition_run
+    assert (output_dir / "checkpoints" / "last.ckpt").is_file()
+    assert list((output_dir / "checkpoints").glob("best-epoch*.ckpt"))
+    events = EventAccumulator(str(output_dir / "tensorboard"), size_guidance={"tensors": 0})
+    events.Reload()
+    scalars = set(events.Tags()["scalars"])
+    assert {"train/loss_epoch", "val/loss", "val/exact_match", "val/char_acc", "lr",
+            "hp/test/exact_match"} <= scalars
+    assert "val/samples/text_summary" in events.Tags()["tensors"]
+    assert "_hparams_/session_start_info" in events.PluginTagToContent("hparams")
+    assert optimized_value_from(metrics) == pytest.approx(metrics["val/exact_match_best"])
+
+
+def optimized_value_from(metrics):
+    from omegaconf import OmegaConf
+
+    return optimized_value(OmegaConf.create({"optimized_metric": "val/exact_match"}), metrics)
+
+
+def test_checkpoint_loads_weights_only_and_carries_config(addition_run):
+    _, output_dir = addition_run
+    checkpoint = torch.load(output_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint[CONFIG_KEY]["data"]["digits"] == 2
+    cfg, datamodule, module = load_checkpoint(output_dir / "checkpoints" / "last.ckpt")
+    assert cfg.task_name == "arithmetic" and not module.training
+    assert datamodule.train_set is None  # predicting reads no data
+
+
+def _test_questions(addition_run, count):
+    _, output_dir = addition_run
+    _, datamodule, _ = load_checkpoint(output_dir / "checkpoints" / "last.ckpt")
+    datamodule.setup()
+    return datamodule.sample_pairs("test", count)
+
+
+def test_predict_text_and_stdin_one_line_per_input(addition_run, capsys, monkeypatch):
+    import io
+
+    _, output_dir = addition_run
+    ckpt = f"ckpt_path={output_dir / 'checkpoints' / 'last.ckpt'}"
+    assert predict.main([ckpt, "text=12+9"]) == 0
+    assert capsys.readouterr().out.strip() == "21"
+
+    pairs = _test_questions(addition_run, 20)
+    lines = [q for q, _ in pairs[:10]] + ["53x+61", ""] + [q for q, _ in pairs[10:]]
+    monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(lines) + "\n"))
+    assert predict.main([ckpt]) == 1  # two bad lines
+    out = capsys.readouterr().out.split("\n")[:-1]
+    assert len(out) == len(lines)
+    assert out[10].startswith("!error:") and "'x'" in out[10] and out[11].startswith("!error:")
+    answers = out[:10] + out[12:]
+    right = sum(answer == expected for answer, (_, expected) in zip(answers, pairs))
+    assert right >= 16, list(zip(answers, pairs))
+
+
+def test_predict_unknown_character_is_a_clear_error(addition_run, capsys):
+    _, output_dir = addition_run
+    code = predict.main([f"ckpt_path={output_dir / 'checkpoints' / 'last.ckpt'}", "text=53x+61"])
+    err = capsys.readouterr().err
+    assert code == 2 and "'x' at position 3 is not in the vocabulary" in err and "Traceback" not in err
+
+
+def test_evaluate_on_own_split_and_on_a_user_file(addition_run, tmp_path, capsys):
+    metrics, output_dir = addition_run
+    best = next((output_dir / "checkpoints").glob("best-epoch*.ckpt"))
+    again = evaluate.evaluate(str(best), accelerator="cpu")
+    assert again["test/exact_match"] == pytest.approx(metrics["test/exact_match"], abs=1e-6)
+
+    questions = tmp_path / "questions.txt"
+    questions.write_text("\n".join(q for q, _ in _test_questions(addition_run, 50)) + "\n\n")
+    assert evaluate.main([f"ckpt_path={best}", f"data.path={questions}", "accelerator=cpu"]) == 0
+    lines = dict(line.split(": ") for line in capsys.readouterr().out.strip().split("\n"))
+    assert set(lines) == {"test/loss", "test/char_acc", "test/exact_match"}
+    assert float(lines["test/exact_match"]) >= 0.8
+
+
+@pytest.mark.slow
+def test_resume_from_last_checkpoint_matches_uninterrupted_run(tmp_path):
+    common = ["task=parity", "data.length=12", "data.train_size=3000", "data.val_size=300",
+              "data.test_size=300", "data.batch_size=100", "model.hidden_size=16", "model.num_layers=2",
+              "model.dropout=0.3", "seed=7", "test=false"]
+    straight, _ = train_run(tmp_path / "straight", *common, "trainer.max_epochs=3")
+    train_run(tmp_path / "resumed", *common, "trainer.max_epochs=2")
+    resumed, objects = train_run(tmp_path / "resumed", *common, "trainer.max_epochs=3", "ckpt_path=last")
+    assert objects["trainer"].current_epoch == 3
+    for key in ("val/loss", "val/parity_acc", "train/loss_epoch"):
+        assert resumed[key] == pytest.approx(straight[key], abs=1e-6), key
