@@ -52,7 +52,7 @@ def addition_run(tmp_path_factory):
     output_dir = tmp_path_factory.mktemp("addition")
     metrics, _ = train_run(
         output_dir, "task=arithmetic", "data.digits=2", "data.train_size=4000", "data.val_size=500",
-        "data.test_size=500", "data.batch_size=64", "trainer.max_epochs=12", "optimizer.lr=5e-3",
-        "model.hidden_size=96",
+        "data.test_size=500", "data.batch_size=64", "trainer.max_epochs=30", "optimizer.lr=3e-3",
+        "scheduler=cosine",
     )
     return metrics, output_dir
