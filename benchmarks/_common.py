@@ -13,8 +13,13 @@ import lightning.pytorch as pl
 from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 
-QUIET = ["accelerator=cpu", "callbacks.progress_bar=null", "callbacks.samples=null",
-         "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
+QUIET = [
+    "accelerator=cpu",
+    "callbacks.progress_bar=null",
+    "callbacks.samples=null",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+]
 
 
 def compose_config(*overrides: str, output_dir: str) -> DictConfig:
@@ -27,7 +32,9 @@ def compose_config(*overrides: str, output_dir: str) -> DictConfig:
 def in_fresh_process(script: str, *args: str) -> dict:
     """Run `script --worker args...` and parse the JSON it prints last. Long processes that run
     many settings drift badly on these machines, so every measurement gets its own process."""
-    result = subprocess.run([sys.executable, script, "--worker", *args], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, script, "--worker", *args], capture_output=True, text=True
+    )
     if result.returncode != 0:
         raise RuntimeError(result.stderr[-4000:])
     return json.loads(result.stdout.strip().splitlines()[-1])

@@ -45,8 +45,14 @@ def run(preset: str, threshold: float, max_epochs: int) -> dict:
     import rnnlab.train as entry
 
     extra = [] if preset == "default" else [f"experiment={preset}"]
-    cfg = compose_config(*QUIET, *extra, f"trainer.max_epochs={max_epochs}", "logger=none",
-                         "callbacks.early_stopping=null", output_dir=tempfile.mkdtemp())
+    cfg = compose_config(
+        *QUIET,
+        *extra,
+        f"trainer.max_epochs={max_epochs}",
+        "logger=none",
+        "callbacks.early_stopping=null",
+        output_dir=tempfile.mkdtemp(),
+    )
     clock = TimeToThreshold(threshold)
     build = entry.build
 
@@ -59,12 +65,19 @@ def run(preset: str, threshold: float, max_epochs: int) -> dict:
     start = time.perf_counter()
     metrics, objects = entry.train(cfg)
     epochs, seconds = clock.reached or (objects["trainer"].current_epoch, float("nan"))
-    return {"epochs": epochs, "seconds": seconds, "reached": clock.reached is not None,
-            "test_exact_match": metrics.get("test/exact_match"), "total_seconds": time.perf_counter() - start}
+    return {
+        "epochs": epochs,
+        "seconds": seconds,
+        "reached": clock.reached is not None,
+        "test_exact_match": metrics.get("test/exact_match"),
+        "total_seconds": time.perf_counter() - start,
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--threshold", type=float, default=0.99)
     parser.add_argument("--skip-reference", action="store_true")
     parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
@@ -77,17 +90,25 @@ def main() -> None:
     script = str(here() / "addition_time_to_accuracy.py")
     results = {"default": in_fresh_process(script, "default", str(args.threshold), "30")}
     if not args.skip_reference:
-        results["keras_addition"] = in_fresh_process(script, "keras_addition", str(args.threshold), "40")
+        results["keras_addition"] = in_fresh_process(
+            script, "keras_addition", str(args.threshold), "40"
+        )
     print(f"\n3-digit addition, time to >= {args.threshold:.0%} held-out exact match (2 CPU cores)")
     for name, r in results.items():
         status = "" if r["reached"] else "  (threshold NOT reached)"
-        print(f"  {name:15s} {r['seconds']:7.1f} s  {r['epochs']:3d} epochs  "
-              f"test exact match {r['test_exact_match']:.4f}{status}")
+        print(
+            f"  {name:15s} {r['seconds']:7.1f} s  {r['epochs']:3d} epochs  "
+            f"test exact match {r['test_exact_match']:.4f}{status}"
+        )
     ours = results["default"]["seconds"]
     if "keras_addition" in results:
-        print(f"ratio default / keras_addition (same run): {ours / results['keras_addition']['seconds']:.3f}")
-    print(f"ratio default / Keras-TensorFlow reference ({KERAS_TENSORFLOW_SECONDS} s, PLATFORM.md): "
-          f"{ours / KERAS_TENSORFLOW_SECONDS:.3f}  (goal: well under 0.25)")
+        print(
+            f"ratio default / keras_addition (same run): {ours / results['keras_addition']['seconds']:.3f}"
+        )
+    print(
+        f"ratio default / Keras-TensorFlow reference ({KERAS_TENSORFLOW_SECONDS} s, PLATFORM.md): "
+        f"{ours / KERAS_TENSORFLOW_SECONDS:.3f}  (goal: well under 0.25)"
+    )
 
 
 if __name__ == "__main__":

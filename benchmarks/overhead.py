@@ -23,8 +23,15 @@ BATCH_SIZES = (256, 1024)
 
 
 def overrides(batch_size: int) -> list[str]:
-    return [*QUIET, "task=parity", f"data.batch_size={batch_size}", "trainer.max_epochs=1",
-            "trainer.limit_val_batches=0", "test=false", "trainer.num_sanity_val_steps=0"]
+    return [
+        *QUIET,
+        "task=parity",
+        f"data.batch_size={batch_size}",
+        "trainer.max_epochs=1",
+        "++trainer.limit_val_batches=0",
+        "test=false",
+        "trainer.num_sanity_val_steps=0",
+    ]
 
 
 def rnnlab_epoch(batch_size: int) -> float:
@@ -67,7 +74,9 @@ def raw_epoch(batch_size: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--worker", nargs=2, metavar=("KIND", "BATCH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -84,7 +93,10 @@ def main() -> None:
             for kind in ("raw", "rnnlab") if repeat % 2 == 0 else ("rnnlab", "raw"):
                 seconds = in_fresh_process(script, kind, str(batch_size))["seconds"]
                 times[kind, batch_size].append(seconds)
-                print(f"  repeat {repeat + 1}: {kind:6s} batch {batch_size:4d}: {seconds:6.2f} s", flush=True)
+                print(
+                    f"  repeat {repeat + 1}: {kind:6s} batch {batch_size:4d}: {seconds:6.2f} s",
+                    flush=True,
+                )
     print("\nparity LSTM h64, 100k strings, one training epoch (median of fresh processes)")
     print(f"{'batch':>6} {'raw s':>8} {'rnnlab s':>9} {'ratio':>6}")
     for batch_size in BATCH_SIZES:
@@ -92,7 +104,9 @@ def main() -> None:
         print(f"{batch_size:>6} {raw:8.2f} {ours:9.2f} {ours / raw:6.3f}")
     total_raw = sum(median(times["raw", b]) for b in BATCH_SIZES)
     total_ours = sum(median(times["rnnlab", b]) for b in BATCH_SIZES)
-    print(f"overhead ratio (rnnlab / raw, summed medians): {total_ours / total_raw:.3f}  (goal <= 1.05)")
+    print(
+        f"overhead ratio (rnnlab / raw, summed medians): {total_ours / total_raw:.3f}  (goal <= 1.05)"
+    )
 
 
 if __name__ == "__main__":

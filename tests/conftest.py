@@ -15,8 +15,12 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 # No progress bars or model summaries: keeps test logs readable.
-QUIET = ["callbacks.progress_bar=null", "trainer.enable_progress_bar=false",
-         "trainer.enable_model_summary=false", "accelerator=cpu"]
+QUIET = [
+    "callbacks.progress_bar=null",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "accelerator=cpu",
+]
 
 
 def compose_config(*overrides: str, output_dir: Path | None = None) -> DictConfig:
@@ -35,12 +39,19 @@ def train_run(output_dir: Path, *overrides: str):
     return train(compose_config(*QUIET, *overrides, output_dir=output_dir))
 
 
-def run_cli(*args: str, cwd: Path, timeout: float = 300, stdin: str | None = None) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, cwd: Path, timeout: float = 300, stdin: str | None = None
+) -> subprocess.CompletedProcess:
     """`python -m <args>` in a subprocess (for what only a real process shows: exit codes, DDP)."""
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     return subprocess.run(
-        [sys.executable, "-m", *args], cwd=cwd, capture_output=True, text=True,
-        timeout=timeout, input=stdin, env=env,
+        [sys.executable, "-m", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        input=stdin,
+        env=env,
     )
 
 
@@ -51,8 +62,15 @@ def addition_run(tmp_path_factory):
     Returns (metrics, output_dir)."""
     output_dir = tmp_path_factory.mktemp("addition")
     metrics, _ = train_run(
-        output_dir, "task=arithmetic", "data.digits=2", "data.train_size=4000", "data.val_size=500",
-        "data.test_size=500", "data.batch_size=64", "trainer.max_epochs=30", "optimizer.lr=3e-3",
+        output_dir,
+        "task=arithmetic",
+        "data.digits=2",
+        "data.train_size=4000",
+        "data.val_size=500",
+        "data.test_size=500",
+        "data.batch_size=64",
+        "trainer.max_epochs=30",
+        "optimizer.lr=3e-3",
         "scheduler=cosine",
     )
     return metrics, output_dir

@@ -3,19 +3,29 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import run_cli
 
-TINY = ["accelerator=cpu", "trainer.max_epochs=1", "data.train_size=256", "data.val_size=64",
-        "data.test_size=64", "model.hidden_size=16", "callbacks.progress_bar=null",
-        "trainer.enable_progress_bar=false"]
+TINY = [
+    "accelerator=cpu",
+    "trainer.max_epochs=1",
+    "data.train_size=256",
+    "data.val_size=64",
+    "data.test_size=64",
+    "model.hidden_size=16",
+    "callbacks.progress_bar=null",
+    "trainer.enable_progress_bar=false",
+]
 
 
 def test_help_lists_groups_and_options(tmp_path):
     result = run_cli("rnnlab", "--help", cwd=tmp_path, timeout=120)
     assert result.returncode == 0, result.stderr
-    for line in ("task: arithmetic, parity", "cell: gru, lstm, rnn",
-                 "accelerator: auto, cpu, ddp_cpu, gpu, multi_gpu", "experiment: book_parity, keras_addition"):
+    for line in (
+        "task: arithmetic, parity",
+        "cell: gru, lstm, rnn",
+        "accelerator: auto, cpu, ddp_cpu, gpu, multi_gpu",
+        "experiment: book_parity, keras_addition",
+    ):
         assert line in result.stdout
 
 
@@ -32,7 +42,7 @@ def test_basic_sweep_runs_one_job_per_cell(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     (sweep,) = (tmp_path / "outputs" / "arithmetic" / "multirun").iterdir()
     jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
-    assert jobs == ["0", "1", "2"]
+    assert jobs == ["0-medium", "1-medium", "2-medium"]
     for job in jobs:
         assert (sweep / job / "checkpoints" / "last.ckpt").is_file()
         assert (sweep / job / ".hydra" / "overrides.yaml").read_text().count("cell=") == 1
@@ -40,10 +50,74 @@ def test_basic_sweep_runs_one_job_per_cell(tmp_path):
 
 @pytest.mark.slow
 def test_ddp_cpu_two_processes_write_one_run_dir(tmp_path):
-    result = run_cli("rnnlab", "task=parity", "accelerator=ddp_cpu", "data.length=10", *TINY[1:],
-                     cwd=tmp_path)
+    result = run_cli(
+        "rnnlab", "task=parity", "accelerator=ddp_cpu", "data.length=10", *TINY[1:], cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     runs = list((tmp_path / "outputs" / "parity").iterdir())
     assert len(runs) == 1, runs
     assert (runs[0] / "checkpoints" / "last.ckpt").is_file()
     assert "test/parity_acc" in result.stdout
+
+
+@pytest.mark.slow
+def test_installed_wheel_finds_its_packaged_configs(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    build = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path / "dist"),
+            str(REPO),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert build.returncode == 0, build.stderr[-2000:]
+    (wheel,) = (tmp_path / "dist").glob("rnnlab-*.whl")
+    target = tmp_path / "site"
+    install = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "-q",
+            "--target",
+            str(target),
+            str(wheel),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert install.returncode == 0, install.stderr[-2000:]
+    assert (target / "rnnlab" / "configs" / "task" / "parity.yaml").is_file()
+    env = {"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"}
+    where = subprocess.run(
+        [sys.executable, "-c", "import rnnlab; print(rnnlab.__file__)"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert where.stdout.startswith(str(target)), where.stdout + where.stderr
+    result = subprocess.run(
+        [sys.executable, "-m", "rnnlab", "--help"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert result.returncode == 0 and "task: arithmetic, parity" in result.stdout, result.stderr

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from conftest import compose_config
 from hydra.errors import ConfigCompositionException, MissingConfigException
 
-from conftest import compose_config
 from rnnlab.errors import ConfigError
 
 TASKS = ["arithmetic", "parity"]
@@ -26,7 +26,9 @@ def test_every_task_cell_accelerator_composes(task, cell, accelerator):
     cfg = compose_config(f"task={task}", f"cell={cell}", f"accelerator={accelerator}")
     assert cfg.task_name == task
     assert cfg.model.cell == cell
-    assert (cfg.trainer.accelerator, cfg.trainer.devices, cfg.trainer.strategy) == ACCELERATORS[accelerator]
+    assert (cfg.trainer.accelerator, cfg.trainer.devices, cfg.trainer.strategy) == ACCELERATORS[
+        accelerator
+    ]
     assert cfg.monitor.startswith("val/")
     assert cfg.callbacks.model_checkpoint.monitor == cfg.monitor
 
@@ -35,9 +37,30 @@ def test_every_task_cell_accelerator_composes(task, cell, accelerator):
 def test_experiments_compose_and_override_task(experiment):
     cfg = compose_config(f"experiment={experiment}")
     if experiment == "keras_addition":
-        assert (cfg.task_name, cfg.model.decoder, cfg.data.batch_size) == ("arithmetic", "repeat", 32)
+        assert (cfg.task_name, cfg.model.decoder, cfg.data.batch_size) == (
+            "arithmetic",
+            "repeat",
+            32,
+        )
     else:
         assert (cfg.task_name, cfg.data.target, cfg.model.hidden_size) == ("parity", "count", 24)
+
+
+@pytest.mark.parametrize(
+    "debug,key,value",
+    [("fast", "fast_dev_run", True), ("overfit", "overfit_batches", 1), ("profile", "profiler", "simple")],
+)
+def test_debug_presets_compose(debug, key, value):
+    assert compose_config(f"debug={debug}").trainer[key] == value
+
+
+@pytest.mark.parametrize("scheduler", ["none", "cosine", "plateau"])
+def test_scheduler_group_instantiates(tmp_path, scheduler):
+    from rnnlab.builder import instantiate_node
+
+    cfg = compose_config(f"scheduler={scheduler}", output_dir=tmp_path)
+    factory = instantiate_node(cfg, "scheduler")
+    assert (factory is None) == (scheduler == "none")
 
 
 def test_plain_keys_override_task_defaults():
@@ -45,7 +68,9 @@ def test_plain_keys_override_task_defaults():
     assert (cfg.model.hidden_size, cfg.data.length, cfg.model.cell) == (17, 20, "gru")
 
 
-@pytest.mark.parametrize("group,bad,valid", [("task", "nosuchtask", "parity"), ("cell", "transformer", "gru")])
+@pytest.mark.parametrize(
+    "group,bad,valid", [("task", "nosuchtask", "parity"), ("cell", "transformer", "gru")]
+)
 def test_unknown_group_option_lists_valid_ones(group, bad, valid):
     with pytest.raises((MissingConfigException, ConfigCompositionException)) as error:
         compose_config(f"{group}={bad}")
@@ -66,7 +91,12 @@ def test_unknown_group_option_lists_valid_ones(group, bad, valid):
 def test_bad_values_raise_config_error_naming_the_key(tmp_path, overrides, key):
     from rnnlab.builder import build
 
-    cfg = compose_config(*overrides, "data.train_size=100", "data.val_size=10", "data.test_size=10",
-                         output_dir=tmp_path)
+    cfg = compose_config(
+        *overrides,
+        "data.train_size=100",
+        "data.val_size=10",
+        "data.test_size=10",
+        output_dir=tmp_path,
+    )
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         build(cfg)

@@ -16,8 +16,15 @@ def _decode(data: ArithmeticData, tokens: torch.Tensor) -> list[str]:
 
 @pytest.mark.parametrize("operators", ["+", "-", "*", "+-*"])
 def test_arithmetic_tokens_spell_true_equations(operators):
-    data = ArithmeticData(digits=3, operators=operators, reverse_input=False,
-                          train_size=3000, val_size=300, test_size=300, seed=3)
+    data = ArithmeticData(
+        digits=3,
+        operators=operators,
+        reverse_input=False,
+        train_size=3000,
+        val_size=300,
+        test_size=300,
+        seed=3,
+    )
     data.setup()
     tensors = data.train_set.tensors
     questions = _decode(data, tensors["src_tokens"])
@@ -32,13 +39,18 @@ def test_arithmetic_tokens_spell_true_equations(operators):
 
 def test_arithmetic_reverse_input_reverses_only_the_question():
     kwargs = dict(digits=3, train_size=500, val_size=50, test_size=50, seed=1)
-    plain, reversed_ = ArithmeticData(reverse_input=False, **kwargs), ArithmeticData(reverse_input=True, **kwargs)
+    plain, reversed_ = (
+        ArithmeticData(reverse_input=False, **kwargs),
+        ArithmeticData(reverse_input=True, **kwargs),
+    )
     plain.setup()
     reversed_.setup()
     q_plain = _decode(plain, plain.train_set.tensors["src_tokens"])
     q_rev = _decode(reversed_, reversed_.train_set.tensors["src_tokens"])
     assert [q[::-1] for q in q_plain] == q_rev
-    assert torch.equal(plain.train_set.tensors["tgt_tokens"], reversed_.train_set.tensors["tgt_tokens"])
+    assert torch.equal(
+        plain.train_set.tensors["tgt_tokens"], reversed_.train_set.tensors["tgt_tokens"]
+    )
 
 
 def test_arithmetic_splits_disjoint_including_mirrored_questions():
@@ -80,8 +92,13 @@ def test_arithmetic_too_many_questions_is_a_config_error():
 
 @pytest.mark.parametrize(
     "text,message",
-    [("53x+61", "'x' at position 3"), ("", "empty"), ("12*3", "operator '\\*' was not trained"),
-     ("1234+5", "at most 3 digits"), ("+5", "form")],
+    [
+        ("53x+61", "'x' at position 3"),
+        ("", "empty"),
+        ("12*3", "operator '\\*' was not trained"),
+        ("1234+5", "at most 3 digits"),
+        ("+5", "form"),
+    ],
 )
 def test_arithmetic_bad_prediction_inputs_explain_themselves(text, message):
     with pytest.raises(InputError, match=message):
@@ -90,8 +107,14 @@ def test_arithmetic_bad_prediction_inputs_explain_themselves(text, message):
 
 @pytest.mark.parametrize("variable_length", [True, False])
 def test_parity_labels_and_full_length_held_out_sets(variable_length):
-    data = ParityData(length=20, train_size=5000, val_size=500, test_size=500,
-                      variable_length=variable_length, seed=0)
+    data = ParityData(
+        length=20,
+        train_size=5000,
+        val_size=500,
+        test_size=500,
+        variable_length=variable_length,
+        seed=0,
+    )
     data.setup()
     train = data.train_set.tensors
     bits = (train["inputs"] - 1).clamp(min=0)

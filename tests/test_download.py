@@ -112,7 +112,9 @@ def server(tmp_path: Path) -> Iterator[Served]:
     host, port = httpd.server_address[:2]
     served = Served(root=root, base_url=f"http://{host}:{port}")
     httpd.served = served  # type: ignore[attr-defined]
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread = threading.Thread(
+        target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
     thread.start()
     try:
         yield served
@@ -163,7 +165,13 @@ def test_download_with_progress_bar_and_sha256(server: Served, tmp_path: Path) -
     url = server.put("data.bin", PAYLOAD)
     dest = tmp_path / "data.bin"
 
-    download(url, dest, sha256=hashlib.sha256(PAYLOAD).hexdigest(), expected_size=len(PAYLOAD), progress=True)
+    download(
+        url,
+        dest,
+        sha256=hashlib.sha256(PAYLOAD).hexdigest(),
+        expected_size=len(PAYLOAD),
+        progress=True,
+    )
 
     assert dest.read_bytes() == PAYLOAD
 
@@ -180,7 +188,9 @@ def test_existing_good_file_makes_no_request(server: Served, tmp_path: Path) -> 
     assert len(server.requests) == 1
 
 
-def test_existing_file_with_wrong_checksum_is_downloaded_again(server: Served, tmp_path: Path) -> None:
+def test_existing_file_with_wrong_checksum_is_downloaded_again(
+    server: Served, tmp_path: Path
+) -> None:
     url = server.put("data.bin", PAYLOAD)
     dest = tmp_path / "data.bin"
     dest.write_bytes(b"stale")
@@ -296,7 +306,9 @@ def test_check_gzip_detects_truncation(tmp_path: Path) -> None:
         check_gzip(not_gzip)
 
 
-def test_unreachable_server_message_names_url_and_dest(closed_port_url: str, tmp_path: Path) -> None:
+def test_unreachable_server_message_names_url_and_dest(
+    closed_port_url: str, tmp_path: Path
+) -> None:
     dest = tmp_path / "data.bin"
     _part(dest).write_bytes(b"partial")
 

@@ -31,8 +31,9 @@ def test_attention_gives_padding_exactly_zero_weight():
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_classifier_ignores_padding(cell, bidirectional):
     torch.manual_seed(0)
-    model = RNNClassifier(3, vocab_size=5, cell=cell, hidden_size=8, num_layers=2,
-                          bidirectional=bidirectional).eval()
+    model = RNNClassifier(
+        3, vocab_size=5, cell=cell, hidden_size=8, num_layers=2, bidirectional=bidirectional
+    ).eval()
     short = torch.tensor([[1, 2, 3]])
     padded = torch.tensor([[1, 2, 3, 0, 0], [4, 4, 4, 4, 4]])
     alone = model(short, torch.tensor([3]))
@@ -42,14 +43,18 @@ def test_classifier_ignores_padding(cell, bidirectional):
 
 def _seq2seq(**kwargs):
     torch.manual_seed(0)
-    return Seq2Seq(9, 11, max_target_len=6, embedding_dim=8, hidden_size=12, **SPECIALS, **kwargs).eval()
+    return Seq2Seq(
+        9, 11, max_target_len=6, embedding_dim=8, hidden_size=12, **SPECIALS, **kwargs
+    ).eval()
 
 
 @pytest.mark.parametrize("decoder", ["repeat", "autoregressive"])
 @pytest.mark.parametrize("attention", ["none", "bahdanau"])
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
 def test_seq2seq_shapes_and_generation(decoder, attention, cell):
-    model = _seq2seq(decoder=decoder, attention=attention, cell=cell, num_layers=2, bidirectional=True)
+    model = _seq2seq(
+        decoder=decoder, attention=attention, cell=cell, num_layers=2, bidirectional=True
+    )
     src = torch.tensor([[3, 4, 5, 6], [7, 8, 0, 0]])
     lengths = torch.tensor([4, 2])
     tgt_in = torch.tensor([[1, 3, 4], [1, 5, 0]])
@@ -84,9 +89,13 @@ def test_greedy_decoding_picks_argmax_and_pads_after_eos():
         row = {1: 0, 3: 1, 4: 2}.get(int(prev[0]), 2)
         return table[row].expand(len(prev), -1), state, None
 
-    tokens, attention = greedy_decode(step, None, batch_size=2, sos_id=1, eos_id=2, pad_id=0, max_len=10)
+    tokens, attention = greedy_decode(
+        step, None, batch_size=2, sos_id=1, eos_id=2, pad_id=0, max_len=10
+    )
     assert tokens.tolist() == [[3, 4, 2], [3, 4, 2]] and attention is None
-    assert mask_after_eos(torch.tensor([[5, 2, 5, 2]]), eos_id=2, pad_id=0).tolist() == [[5, 2, 0, 0]]
+    assert mask_after_eos(torch.tensor([[5, 2, 5, 2]]), eos_id=2, pad_id=0).tolist() == [
+        [5, 2, 0, 0]
+    ]
 
 
 def test_generation_is_batch_independent():

@@ -6,9 +6,9 @@ import math
 
 import pytest
 import torch
+from conftest import train_run
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import train_run
 from rnnlab import evaluate, predict
 from rnnlab.builder import CONFIG_KEY, load_checkpoint
 from rnnlab.train import optimized_value
@@ -17,8 +17,15 @@ from rnnlab.train import optimized_value
 @pytest.mark.parametrize("task", ["arithmetic", "parity"])
 @pytest.mark.parametrize("cell", ["rnn", "lstm"])
 def test_fast_dev_run_every_task(tmp_path, task, cell):
-    metrics, objects = train_run(tmp_path, f"task={task}", f"cell={cell}", "debug=fast",
-                                 "data.train_size=300", "data.val_size=64", "data.test_size=64")
+    metrics, objects = train_run(
+        tmp_path,
+        f"task={task}",
+        f"cell={cell}",
+        "debug=fast",
+        "data.train_size=300",
+        "data.val_size=64",
+        "data.test_size=64",
+    )
     assert objects["trainer"].fast_dev_run
     assert math.isfinite(metrics["test/loss"])
 
@@ -33,8 +40,15 @@ def test_two_digit_addition_learns(addition_run):
 @pytest.mark.slow
 def test_twenty_bit_parity_learns(tmp_path):
     metrics, _ = train_run(
-        tmp_path, "task=parity", "data.length=20", "data.train_size=20000", "data.val_size=1000",
-        "data.test_size=1000", "data.batch_size=128", "model.hidden_size=32", "trainer.max_epochs=3",
+        tmp_path,
+        "task=parity",
+        "data.length=20",
+        "data.train_size=20000",
+        "data.val_size=1000",
+        "data.test_size=1000",
+        "data.batch_size=128",
+        "model.hidden_size=32",
+        "trainer.max_epochs=3",
         "optimizer.lr=3e-3",
     )
     assert metrics["test/parity_acc"] >= 0.95, metrics
@@ -47,8 +61,14 @@ def test_run_writes_checkpoints_tensorboard_and_hparams(addition_run):
     events = EventAccumulator(str(output_dir / "tensorboard"), size_guidance={"tensors": 0})
     events.Reload()
     scalars = set(events.Tags()["scalars"])
-    assert {"train/loss_epoch", "val/loss", "val/exact_match", "val/char_acc", "lr",
-            "hp/test/exact_match"} <= scalars
+    assert {
+        "train/loss_epoch",
+        "val/loss",
+        "val/exact_match",
+        "val/char_acc",
+        "lr",
+        "hp/test/exact_match",
+    } <= scalars
     assert "val/samples/text_summary" in events.Tags()["tensors"]
     assert "_hparams_/session_start_info" in events.PluginTagToContent("hparams")
     assert optimized_value_from(metrics) == pytest.approx(metrics["val/exact_match_best"])
@@ -100,7 +120,9 @@ def test_predict_unknown_character_is_a_clear_error(addition_run, capsys):
     _, output_dir = addition_run
     code = predict.main([f"ckpt_path={output_dir / 'checkpoints' / 'last.ckpt'}", "text=53x+61"])
     err = capsys.readouterr().err
-    assert code == 2 and "'x' at position 3 is not in the vocabulary" in err and "Traceback" not in err
+    assert (
+        code == 2 and "'x' at position 3 is not in the vocabulary" in err and "Traceback" not in err
+    )
 
 
 def test_evaluate_on_own_split_and_on_a_user_file(addition_run, tmp_path, capsys):
@@ -119,12 +141,24 @@ def test_evaluate_on_own_split_and_on_a_user_file(addition_run, tmp_path, capsys
 
 @pytest.mark.slow
 def test_resume_from_last_checkpoint_matches_uninterrupted_run(tmp_path):
-    common = ["task=parity", "data.length=12", "data.train_size=3000", "data.val_size=300",
-              "data.test_size=300", "data.batch_size=100", "model.hidden_size=16", "model.num_layers=2",
-              "model.dropout=0.3", "seed=7", "test=false"]
+    common = [
+        "task=parity",
+        "data.length=12",
+        "data.train_size=3000",
+        "data.val_size=300",
+        "data.test_size=300",
+        "data.batch_size=100",
+        "model.hidden_size=16",
+        "model.num_layers=2",
+        "model.dropout=0.3",
+        "seed=7",
+        "test=false",
+    ]
     straight, _ = train_run(tmp_path / "straight", *common, "trainer.max_epochs=3")
     train_run(tmp_path / "resumed", *common, "trainer.max_epochs=2")
-    resumed, objects = train_run(tmp_path / "resumed", *common, "trainer.max_epochs=3", "ckpt_path=last")
+    resumed, objects = train_run(
+        tmp_path / "resumed", *common, "trainer.max_epochs=3", "ckpt_path=last"
+    )
     assert objects["trainer"].current_epoch == 3
     for key in ("val/loss", "val/parity_acc", "train/loss_epoch"):
         assert resumed[key] == pytest.approx(straight[key], abs=1e-6), key

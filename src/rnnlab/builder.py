@@ -68,7 +68,9 @@ def load_checkpoint(
     """
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"checkpoint {path} does not exist: pass ckpt_path=<run dir>/checkpoints/last.ckpt")
+        raise DataError(
+            f"checkpoint {path} does not exist: pass ckpt_path=<run dir>/checkpoints/last.ckpt"
+        )
     checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     if CONFIG_KEY not in checkpoint:
         raise DataError(f"{path} is not an rnnlab checkpoint (it has no {CONFIG_KEY!r} entry)")

@@ -20,8 +20,12 @@ USAGE = (
 )
 
 
-def evaluate(ckpt_path: str, data_path: str | None = None, accelerator: str = "auto",
-             batch_size: int | None = None) -> dict[str, float]:
+def evaluate(
+    ckpt_path: str,
+    data_path: str | None = None,
+    accelerator: str = "auto",
+    batch_size: int | None = None,
+) -> dict[str, float]:
     """Test metrics of the checkpoint on its own test split, or on all of `data_path`."""
     from rnnlab.builder import load_checkpoint
 
@@ -31,8 +35,12 @@ def evaluate(ckpt_path: str, data_path: str | None = None, accelerator: str = "a
     if data_path is not None:
         datamodule.use_file_as_test_set(data_path)
     trainer = pl.Trainer(
-        accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False,
+        accelerator=accelerator,
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
     )
     results = trainer.test(module, datamodule=datamodule, verbose=False)
     return {key: float(value) for key, value in results[0].items()}
@@ -41,13 +49,22 @@ def evaluate(ckpt_path: str, data_path: str | None = None, accelerator: str = "a
 def main(argv: Sequence[str] | None = None) -> int:
     args = OmegaConf.from_cli(list(sys.argv[1:] if argv is None else argv))
     data = args.get("data") or {}
-    unknown = (set(args) - {"ckpt_path", "data", "accelerator"}) | (set(data) - {"path", "batch_size"})
+    unknown = (set(args) - {"ckpt_path", "data", "accelerator"}) | (
+        set(data) - {"path", "batch_size"}
+    )
     if "ckpt_path" not in args or unknown:
-        print(f"error: unknown option(s) {sorted(unknown)}\n{USAGE}" if unknown else USAGE, file=sys.stderr)
+        print(
+            f"error: unknown option(s) {sorted(unknown)}\n{USAGE}" if unknown else USAGE,
+            file=sys.stderr,
+        )
         return 2
     try:
-        metrics = evaluate(args.ckpt_path, data.get("path"), args.get("accelerator", "auto"),
-                           data.get("batch_size"))
+        metrics = evaluate(
+            args.ckpt_path,
+            data.get("path"),
+            args.get("accelerator", "auto"),
+            data.get("batch_size"),
+        )
     except RnnlabError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -45,7 +45,9 @@ def run_dir(root: str, timestamp: str, ckpt_path: str | None) -> str:
     `<run>/checkpoints/<file>.ckpt` picks `<run>`. So a resumed run keeps writing in place.
     """
     if ckpt_path == "last":
-        candidates = sorted(Path(root).glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+        candidates = sorted(
+            Path(root).glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime
+        )
         if candidates:
             return str(candidates[-1].parent.parent)
     elif ckpt_path and Path(ckpt_path).parent.name == "checkpoints":
@@ -65,7 +67,9 @@ class RunStateInCheckpoint(pl.Callback):
     def __init__(self, config: dict):
         self.config = config
 
-    def on_save_checkpoint(self, trainer: pl.Trainer, module: pl.LightningModule, checkpoint: dict) -> None:
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, module: pl.LightningModule, checkpoint: dict
+    ) -> None:
         checkpoint[CONFIG_KEY] = self.config
 
     def state_dict(self) -> dict:
@@ -82,15 +86,23 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: str) -> str | None:
     """`last` -> this run dir's last.ckpt (the resolver above made it the resumed run's dir)."""
     if ckpt_path is None:
         return None
-    path = Path(output_dir) / "checkpoints" / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path)
+    path = (
+        Path(output_dir) / "checkpoints" / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path)
+    )
     if not path.is_file():
-        raise ConfigError(f"ckpt_path={ckpt_path}: no checkpoint at {path}; train a run first or give a .ckpt path")
+        raise ConfigError(
+            f"ckpt_path={ckpt_path}: no checkpoint at {path}; train a run first or give a .ckpt path"
+        )
     return str(path)
 
 
 def flat_hparams(cfg: DictConfig) -> dict[str, Any]:
     """The choices that define a run, flattened for TensorBoard's HParams tab."""
-    keep = {k: cfg[k] for k in ("task_name", "seed", "data", "model", "optimizer", "module") if k in cfg}
+    keep = {
+        k: cfg[k]
+        for k in ("task_name", "size_name", "seed", "data", "model", "optimizer", "module")
+        if k in cfg
+    }
     container = OmegaConf.to_container(OmegaConf.create(keep), resolve=True)
     flat: dict[str, Any] = {}
 
@@ -116,7 +128,9 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     callbacks.append(RunStateInCheckpoint(config))
     loggers = [instantiate_node(cfg.logger, key) for key in (cfg.get("logger") or {})]
     loggers = [logger for logger in loggers if logger is not None]
-    trainer: pl.Trainer = instantiate_node(cfg, "trainer", callbacks=callbacks, logger=loggers or False)
+    trainer: pl.Trainer = instantiate_node(
+        cfg, "trainer", callbacks=callbacks, logger=loggers or False
+    )
 
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.output_dir)
     if cfg.get("train", True):
@@ -126,11 +140,19 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     if checkpoint is not None and checkpoint.best_model_score is not None:
         metrics[f"{cfg.monitor}_best"] = float(checkpoint.best_model_score)
     if cfg.get("test", True):
-        best = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
+        best = (
+            checkpoint.best_model_path
+            if checkpoint is not None and checkpoint.best_model_path
+            else None
+        )
         if best is None:
-            log.warning("no best checkpoint (fast_dev_run or checkpointing off): testing the current weights")
+            log.warning(
+                "no best checkpoint (fast_dev_run or checkpointing off): testing the current weights"
+            )
         trainer.test(module, datamodule=datamodule, ckpt_path=best, weights_only=True)
-        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
+        metrics.update(
+            {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+        )
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
             wanted = [k for k in metrics if k.startswith("test/") or k.endswith("_best")]

@@ -11,7 +11,9 @@ from rnnlab.errors import InputError
 from rnnlab.predict import predict_texts
 
 
-def render_samples(module: pl.LightningModule, datamodule, split: str, count: int) -> list[tuple[bool, str]]:
+def render_samples(
+    module: pl.LightningModule, datamodule, split: str, count: int
+) -> list[tuple[bool, str]]:
     """(correct?, line) for the first `count` examples of a split, through the predict path."""
     pairs = datamodule.sample_pairs(split, count)
     answers = predict_texts(module, datamodule, [text for text, _ in pairs])
@@ -39,7 +41,9 @@ class PredictionSamples(pl.Callback):
         console = get_console()
         console.print(f"[bold]{title}[/bold]")
         for ok, line in lines:
-            console.print(f"  [green]✓[/green] {escape(line)}" if ok else f"  [red]✗[/red] {escape(line)}")
+            console.print(
+                f"  [green]✓[/green] {escape(line)}" if ok else f"  [red]✗[/red] {escape(line)}"
+            )
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
                 text = "\n".join(f"    {'✓' if ok else '✗'} {line}" for ok, line in lines)

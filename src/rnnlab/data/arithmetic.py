@@ -58,7 +58,11 @@ class ArithmeticData(TaskDataModule):
             "data.operators",
             f"must be made of {OPERATORS!r}, got {operators!r}",
         )
-        for key, size in (("train_size", train_size), ("val_size", val_size), ("test_size", test_size)):
+        for key, size in (
+            ("train_size", train_size),
+            ("val_size", val_size),
+            ("test_size", test_size),
+        ):
             require(size > 0, f"data.{key}", f"must be a positive integer, got {size}")
         self.digits = digits
         self.operators = operators
@@ -127,7 +131,9 @@ class ArithmeticData(TaskDataModule):
                 a, b, op = self._enumerate()
             else:
                 a, b, op = self._sample(2 * count, generator)
-            a, b, op = (torch.cat([x, y]) for x, y in zip(chosen or (a[:0], b[:0], op[:0]), (a, b, op)))
+            a, b, op = (
+                torch.cat([x, y]) for x, y in zip(chosen or (a[:0], b[:0], op[:0]), (a, b, op))
+            )
             keys = self._keys(a, b, op)
             unique, inverse = torch.unique(keys, return_inverse=True)
             first = torch.full((len(unique),), len(keys)).scatter_reduce(
@@ -147,7 +153,9 @@ class ArithmeticData(TaskDataModule):
 
     def _answers(self, a: Tensor, b: Tensor, op: Tensor) -> Tensor:
         symbols = [self.operators[i] for i in range(len(self.operators))]
-        results = torch.stack([a + b if s == "+" else a - b if s == "-" else a * b for s in symbols])
+        results = torch.stack(
+            [a + b if s == "+" else a - b if s == "-" else a * b for s in symbols]
+        )
         return results.gather(0, op[None]).squeeze(0)
 
     def _tokens(self, a: Tensor, b: Tensor, op: Tensor) -> dict[str, Tensor]:
@@ -159,7 +167,9 @@ class ArithmeticData(TaskDataModule):
         src = torch.where(j < la, self._digit_ids[_digit(a[:, None], la, j)], 0)
         src = torch.where(j == la, self._operator_ids[op][:, None], src)
         in_b = (j > la) & (j <= la + lb)
-        src = torch.where(in_b, self._digit_ids[_digit(b[:, None], lb, (j - la - 1).clamp(min=0))], src)
+        src = torch.where(
+            in_b, self._digit_ids[_digit(b[:, None], lb, (j - la - 1).clamp(min=0))], src
+        )
         src_lengths = len_a + 1 + len_b
         if self.reverse_input:
             index = torch.where(j < src_lengths[:, None], src_lengths[:, None] - 1 - j, j)
@@ -205,7 +215,7 @@ class ArithmeticData(TaskDataModule):
     _QUESTION = re.compile(r"^(\d+)([-+*])(\d+)$")
 
     def parse(self, text: str) -> tuple[int, str, int]:
-        """"535 + 61" -> (535, "+", 61), or InputError saying what is wrong."""
+        """ "535 + 61" -> (535, "+", 61), or InputError saying what is wrong."""
         question = text.replace(" ", "").split("=")[0]
         if not question:
             raise InputError(f"empty question: type something like 535{self.operators[0]}61")
@@ -220,7 +230,9 @@ class ArithmeticData(TaskDataModule):
             raise InputError(f"{text!r} is not a question of the form <number><operator><number>")
         a, op, b = match.groups()
         if op not in self.operators:
-            raise InputError(f"operator {op!r} was not trained; this model knows {self.operators!r}")
+            raise InputError(
+                f"operator {op!r} was not trained; this model knows {self.operators!r}"
+            )
         if max(len(a.lstrip("0") or "0"), len(b.lstrip("0") or "0")) > self.digits:
             raise InputError(f"numbers have at most {self.digits} digits in this model: {text!r}")
         return int(a), op, int(b)

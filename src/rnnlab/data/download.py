@@ -99,11 +99,15 @@ def check_gzip(path: Path | str) -> None:
             while fh.read(_CHUNK):
                 pass
     except (OSError, EOFError) as exc:
-        raise DownloadError(f"{path} is not a valid gzip file (truncated or corrupt): {exc}") from exc
+        raise DownloadError(
+            f"{path} is not a valid gzip file (truncated or corrupt): {exc}"
+        ) from exc
 
 
 def _offline_error(url: str, dest: Path, reason: object, part: Path) -> DownloadError:
-    kept = f" The partial download {part} was kept; a re-run will resume it." if part.exists() else ""
+    kept = (
+        f" The partial download {part} was kept; a re-run will resume it." if part.exists() else ""
+    )
     return DownloadError(
         f"Failed to download {url}: {reason}. "
         f"If you are offline or the server is unreachable: download {url} yourself "
@@ -111,7 +115,9 @@ def _offline_error(url: str, dest: Path, reason: object, part: Path) -> Download
     )
 
 
-def _checksum_problems(path: Path, md5: str | None, sha256: str | None, expected_size: int | None) -> list[str]:
+def _checksum_problems(
+    path: Path, md5: str | None, sha256: str | None, expected_size: int | None
+) -> list[str]:
     problems = []
     if expected_size is not None:
         size = path.stat().st_size
@@ -214,12 +220,18 @@ def _fetch_to_part(url: str, dest: Path, part: Path, *, timeout: float, progress
         length = int(length_header) if length_header and length_header.isdigit() else None
         try:
             with open(part, "ab" if resumed else "wb") as out:
-                received = _stream(resp, out, name=dest.name, offset=offset, length=length, progress=progress)
+                received = _stream(
+                    resp, out, name=dest.name, offset=offset, length=length, progress=progress
+                )
         except _TransferError as exc:
             cause = exc.__cause__ or exc
-            raise _offline_error(url, dest, f"connection lost during transfer: {cause!r}", part) from cause
+            raise _offline_error(
+                url, dest, f"connection lost during transfer: {cause!r}", part
+            ) from cause
     if length is not None and received < length:
-        raise _offline_error(url, dest, f"connection closed after {received} of {length} bytes", part)
+        raise _offline_error(
+            url, dest, f"connection closed after {received} of {length} bytes", part
+        )
 
 
 def download(
@@ -247,7 +259,9 @@ def download(
         problems = _checksum_problems(dest, md5, sha256, expected_size)
         if not problems:
             return dest
-        logger.warning("existing %s fails verification (%s); downloading again", dest, "; ".join(problems))
+        logger.warning(
+            "existing %s fails verification (%s); downloading again", dest, "; ".join(problems)
+        )
 
     dest.parent.mkdir(parents=True, exist_ok=True)
     if expected_size is not None and part.exists() and part.stat().st_size > expected_size:

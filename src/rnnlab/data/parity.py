@@ -40,7 +40,11 @@ class ParityData(TaskDataModule):
         super().__init__(**loader_options)
         require(length > 0, "data.length", f"must be a positive integer, got {length}")
         require(target in TARGETS, "data.target", f"must be one of {TARGETS}, got {target!r}")
-        for key, size in (("train_size", train_size), ("val_size", val_size), ("test_size", test_size)):
+        for key, size in (
+            ("train_size", train_size),
+            ("val_size", val_size),
+            ("test_size", test_size),
+        ):
             require(size > 0, f"data.{key}", f"must be a positive integer, got {size}")
         if length <= _EXACT_CODES_MAX_LENGTH and 2**length < 2 * (val_size + test_size):
             raise ConfigError(
@@ -59,7 +63,9 @@ class ParityData(TaskDataModule):
         return {"vocab_size": len(self.vocab), "num_classes": num_classes, "pad_id": 0}
 
     # Generation ------------------------------------------------------------------------------
-    def _draw(self, count: int, variable: bool, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    def _draw(
+        self, count: int, variable: bool, generator: torch.Generator
+    ) -> tuple[Tensor, Tensor]:
         """`count` random strings as (bits (count, L), lengths); bits past a length are 0."""
         bits = torch.randint(0, 2, (count, self.length), generator=generator)
         if variable:
@@ -143,10 +149,8 @@ class ParityData(TaskDataModule):
     def sample_pairs(self, split: str, count: int) -> list[tuple[str, str]]:
         dataset = self.val_set if split == "val" else self.test_set
         pairs = []
-        for row, length, target in zip(
-            dataset.tensors["inputs"][:count],
-            dataset.tensors["lengths"][:count],
-            dataset.tensors["targets"][:count],
+        for row, length in zip(
+            dataset.tensors["inputs"][:count], dataset.tensors["lengths"][:count]
         ):
             bits = "".join(str(int(t) - 1) for t in row[: int(length)])
             pairs.append((bits, self._answer(bits.count("1"))))

@@ -105,7 +105,7 @@ def _iter_stream_lines(
         except UnicodeDecodeError as exc:
             raise CorpusError(
                 f"{name}: line {lineno} (byte offset {start + exc.start}) is not "
-                f"valid {encoding}: {exc.reason} (byte {raw[exc.start:exc.start + 1]!r}); "
+                f"valid {encoding}: {exc.reason} (byte {raw[exc.start : exc.start + 1]!r}); "
                 f"re-encode the file as {encoding} or pass the right encoding="
             ) from exc
         if lineno == 1 and text.startswith(_BOM):
@@ -115,10 +115,10 @@ def _iter_stream_lines(
 
 def _count_rest(lines: Iterator[tuple[int, str]], so_far: int) -> int:
     """Return the total line count of a partly consumed line iterator."""
-    total = so_far
-    for total, _ in lines:
+    last = so_far
+    for last, _ in lines:  # noqa: B007 - the last line number is the count
         pass
-    return total
+    return last
 
 
 def _aligned_pairs(
@@ -162,9 +162,7 @@ def _aligned_pairs(
         yielded += 1
         yield src_text, tgt_text
     if skipped:
-        logger.info(
-            "skipped %d empty pairs in %s / %s", skipped, source_name, target_name
-        )
+        logger.info("skipped %d empty pairs in %s / %s", skipped, source_name, target_name)
 
 
 # --------------------------------------------------------------------------- #
@@ -424,9 +422,7 @@ def read_idx(path: PathLike) -> torch.Tensor:
             f"{name}: truncated header, expected {header_len} bytes, got {len(data)}; "
             "delete the file and download it again"
         )
-    dims = [
-        int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)
-    ]
+    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     expected = header_len + math.prod(dims)
     if len(data) != expected:
         problem = "truncated" if len(data) < expected else "has trailing bytes"
@@ -437,11 +433,7 @@ def read_idx(path: PathLike) -> torch.Tensor:
     if math.prod(dims) == 0:
         return torch.empty(dims, dtype=torch.uint8)
     buffer = bytearray(data)  # writable, so torch.frombuffer does not warn
-    return (
-        torch.frombuffer(buffer, dtype=torch.uint8, offset=header_len)
-        .reshape(dims)
-        .clone()
-    )
+    return torch.frombuffer(buffer, dtype=torch.uint8, offset=header_len).reshape(dims).clone()
 
 
 def strip_gutenberg(text: str) -> tuple[str, bool]:
@@ -459,9 +451,7 @@ def strip_gutenberg(text: str) -> tuple[str, bool]:
     start = next((i for i, ln in enumerate(lines) if "*** START OF" in ln), None)
     end = None
     if start is not None:
-        end = next(
-            (i for i in range(start + 1, len(lines)) if "*** END OF" in lines[i]), None
-        )
+        end = next((i for i in range(start + 1, len(lines)) if "*** END OF" in lines[i]), None)
     if start is None or end is None:
         logger.warning("Gutenberg START/END markers not found; keeping the whole text")
         return text, False

@@ -55,7 +55,9 @@ class Vocab:
         return token in self.stoi
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Vocab) and self.itos == other.itos and self.specials == other.specials
+        return (
+            isinstance(other, Vocab) and self.itos == other.itos and self.specials == other.specials
+        )
 
     @property
     def pad_id(self) -> int:

@@ -71,11 +71,15 @@ class AutoregressiveDecoder(nn.Module):
         self.embedding = embedding
         self.attention = attention
         context_size = encoder_size if attention is not None else 0
-        self.rnn = make_rnn(cell, embedding.embedding_dim + context_size, hidden_size, num_layers, dropout)
+        self.rnn = make_rnn(
+            cell, embedding.embedding_dim + context_size, hidden_size, num_layers, dropout
+        )
         self.dropout = nn.Dropout(dropout)
         self.out = nn.Linear(hidden_size + context_size, embedding.num_embeddings)
 
-    def step(self, prev_tokens: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState, Tensor | None]:
+    def step(
+        self, prev_tokens: Tensor, state: DecoderState
+    ) -> tuple[Tensor, DecoderState, Tensor | None]:
         """prev_tokens (B,) -> logits (B, V), next state, attention weights (B, S) or None."""
         inputs = self.dropout(self.embedding(prev_tokens))
         weights = None
@@ -89,7 +93,9 @@ class AutoregressiveDecoder(nn.Module):
         output = output.squeeze(1)
         if self.attention is not None:
             output = torch.cat([output, context], -1)
-        next_state = DecoderState(hidden, state.encoder_outputs, state.projected_keys, state.src_mask)
+        next_state = DecoderState(
+            hidden, state.encoder_outputs, state.projected_keys, state.src_mask
+        )
         return self.out(self.dropout(output)), next_state, weights
 
     def forward(
@@ -180,10 +186,24 @@ class Seq2Seq(nn.Module):
     ):
         super().__init__()
         require(decoder in DECODERS, "model.decoder", f"must be one of {DECODERS}, got {decoder!r}")
-        require(attention in ATTENTIONS, "model.attention", f"must be one of {ATTENTIONS}, got {attention!r}")
-        require(embedding_dim > 0, "model.embedding_dim", f"must be a positive integer, got {embedding_dim}")
-        require(0 <= teacher_forcing <= 1, "model.teacher_forcing", f"must be in [0, 1], got {teacher_forcing}")
-        require(max_target_len > 0, "model.max_target_len", f"must be positive, got {max_target_len}")
+        require(
+            attention in ATTENTIONS,
+            "model.attention",
+            f"must be one of {ATTENTIONS}, got {attention!r}",
+        )
+        require(
+            embedding_dim > 0,
+            "model.embedding_dim",
+            f"must be a positive integer, got {embedding_dim}",
+        )
+        require(
+            0 <= teacher_forcing <= 1,
+            "model.teacher_forcing",
+            f"must be in [0, 1], got {teacher_forcing}",
+        )
+        require(
+            max_target_len > 0, "model.max_target_len", f"must be positive, got {max_target_len}"
+        )
         require(
             not share_embeddings or src_vocab_size == tgt_vocab_size,
             "model.share_embeddings",
@@ -196,7 +216,9 @@ class Seq2Seq(nn.Module):
         encoder_size = hidden_size * self.num_directions
 
         self.src_embedding = nn.Embedding(src_vocab_size, embedding_dim, padding_idx=pad_id)
-        self.encoder = make_rnn(cell, embedding_dim, hidden_size, num_layers, dropout, bidirectional)
+        self.encoder = make_rnn(
+            cell, embedding_dim, hidden_size, num_layers, dropout, bidirectional
+        )
         self.dropout = nn.Dropout(dropout)
         attn = (
             BahdanauAttention(hidden_size, encoder_size, attention_size or hidden_size)
@@ -206,8 +228,14 @@ class Seq2Seq(nn.Module):
         if decoder == "repeat":
             self.bridge = None
             self.decoder: nn.Module = RepeatDecoder(
-                encoder_size, encoder_size, tgt_vocab_size, cell=cell, hidden_size=hidden_size,
-                num_layers=num_layers, dropout=dropout, attention=attn,
+                encoder_size,
+                encoder_size,
+                tgt_vocab_size,
+                cell=cell,
+                hidden_size=hidden_size,
+                num_layers=num_layers,
+                dropout=dropout,
+                attention=attn,
             )
         else:
             # A bidirectional encoder's two final states become the decoder's initial state.
@@ -218,8 +246,13 @@ class Seq2Seq(nn.Module):
                 else nn.Embedding(tgt_vocab_size, embedding_dim, padding_idx=pad_id)
             )
             self.decoder = AutoregressiveDecoder(
-                tgt_embedding, encoder_size, cell=cell, hidden_size=hidden_size,
-                num_layers=num_layers, dropout=dropout, attention=attn,
+                tgt_embedding,
+                encoder_size,
+                cell=cell,
+                hidden_size=hidden_size,
+                num_layers=num_layers,
+                dropout=dropout,
+                attention=attn,
             )
 
     @property
@@ -236,6 +269,7 @@ class Seq2Seq(nn.Module):
     def _initial_state(self, src_tokens: Tensor, src_lengths: Tensor) -> DecoderState:
         outputs, state, mask = self.encode(src_tokens, src_lengths)
         if self.bridge is not None:
+
             def merge(h: Tensor) -> Tensor:  # (layers * 2, B, H) -> (layers, B, H)
                 layers, batch = h.size(0) // 2, h.size(1)
                 both = h.view(layers, 2, batch, -1).permute(0, 2, 1, 3).reshape(layers, batch, -1)
@@ -266,7 +300,9 @@ class Seq2Seq(nn.Module):
         """Greedy output: tokens (B, T) ending in <eos> then <pad>; attention (B, T, S) if any."""
         max_len = max_len or self.max_target_len
         if not self.autoregressive:
-            logits, weights = self(src_tokens, src_lengths, src_tokens.new_zeros(len(src_tokens), max_len))
+            logits, weights = self(
+                src_tokens, src_lengths, src_tokens.new_zeros(len(src_tokens), max_len)
+            )
             tokens = mask_after_eos(logits.argmax(-1), self.eos_id, self.pad_id)
         else:
             tokens, weights = greedy_decode(
