@@ -49,15 +49,32 @@ def test_basic_sweep_runs_one_job_per_cell(tmp_path):
 
 
 @pytest.mark.slow
-def test_ddp_cpu_two_processes_write_one_run_dir(tmp_path):
-    result = run_cli(
-        "rnnlab", "task=parity", "accelerator=ddp_cpu", "data.length=10", *TINY[1:], cwd=tmp_path
-    )
+def test_ddp_cpu_writes_one_run_dir_and_syncs_test_metrics(tmp_path):
+    import json
+
+    from rnnlab.evaluate import evaluate
+
+    result = run_cli("rnnlab", "task=parity", "accelerator=ddp_cpu", "data.length=10", *TINY[1:],
+                     cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     runs = list((tmp_path / "outputs" / "parity").iterdir())
     assert len(runs) == 1, runs
-    assert (runs[0] / "checkpoints" / "last.ckpt").is_file()
-    assert "test/parity_acc" in result.stdout
+    assert not (tmp_path / "outputs" / "parity" / "multirun").exists()
+    ddp_test = json.loads((runs[0] / "result.json").read_text())["test"]
+    best = next((runs[0] / "checkpoints").glob("best-*.ckpt"))
+    single = evaluate(str(best), accelerator="cpu")  # same weights, one process
+    for key in ("test/parity_acc", "test/loss"):
+        assert ddp_test[key] == pytest.approx(single[key], abs=1e-5), key
+
+
+@pytest.mark.slow
+def test_submitit_local_launcher_runs_a_two_job_sweep(tmp_path):
+    result = run_cli("rnnlab", "-m", "hydra/launcher=submitit_local", "cell=rnn,gru", *TINY,
+                     cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (sweep,) = (tmp_path / "outputs" / "arithmetic" / "multirun").iterdir()
+    assert sorted(p.parent.name for p in sweep.glob("*/result.json")) == ["0-medium", "1-medium"]
+    assert (sweep / ".submitit").is_dir()
 
 
 @pytest.mark.slow

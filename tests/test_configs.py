@@ -100,3 +100,27 @@ def test_bad_values_raise_config_error_naming_the_key(tmp_path, overrides, key):
     )
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         build(cfg)
+
+
+def test_slurm_launcher_preset_has_the_keys_a_slurm_user_sets():
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module(config_module="rnnlab.configs", version_base="1.3"):
+        cfg = compose("train", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu"],
+                      return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher") and launcher.partition == "gpu"
+    for key in ("nodes", "tasks_per_node", "gpus_per_node", "timeout_min", "mem_gb"):
+        assert key in launcher
+
+
+def test_hparams_search_presets_compose_with_the_task_search_space():
+    from hydra import compose, initialize_config_module
+
+    for search in ("tpe", "random", "cmaes"):
+        with initialize_config_module(config_module="rnnlab.configs", version_base="1.3"):
+            cfg = compose("train", overrides=[f"hparams_search={search}", "task=parity"],
+                          return_hydra_config=True)
+        assert cfg.hydra.sweeper.direction == "maximize" and cfg.hydra.sweeper.max_failure_rate == 1.0
+        assert cfg.hydra.sweeper.sampler._target_.lower().endswith(f"{search}sampler")
+        assert "optimizer.lr" in cfg.search_space

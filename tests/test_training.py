@@ -52,6 +52,28 @@ def test_twenty_bit_parity_learns(tmp_path):
         "optimizer.lr=3e-3",
     )
     assert metrics["test/parity_acc"] >= 0.95, metrics
+    assert metrics["diagnosis/train_error"] <= 0.05 and "diagnosis/variance" in metrics
+
+
+def test_diagnosis_names_bias_and_variance():
+    from rnnlab.diagnosis import diagnose
+
+    assert "High bias (under-fitting)" in diagnose("val/acc", "max", 0.70, 0.69)[0]
+    assert "High variance (over-fitting)" in diagnose("val/acc", "max", 0.99, 0.80)[0]
+    assert "High bias and high variance" in diagnose("val/acc", "max", 0.80, 0.60)[0]
+    text, figures = diagnose("val/loss", "min", 0.10, 0.11, tolerance=0.05, target_error=0.09)
+    assert "Neither" in text and figures["variance"] == pytest.approx(0.01)
+
+
+def test_lr_find_sets_the_learning_rate_before_training(tmp_path, capsys):
+    metrics, objects = train_run(
+        tmp_path, "task=parity", "data.length=8", "data.train_size=3000", "data.val_size=50",
+        "data.test_size=50", "data.batch_size=32", "trainer.max_epochs=1", "tune.lr_find=true",
+        "model.hidden_size=8",
+    )
+    assert "tune.lr_find: suggested learning rate" in capsys.readouterr().out
+    factory = objects["module"].optimizer_factory
+    assert "lr" in factory.keywords and factory.keywords["lr"] != 1e-3
 
 
 def test_run_writes_checkpoints_tensorboard_and_hparams(addition_run):
@@ -162,3 +184,10 @@ def test_resume_from_last_checkpoint_matches_uninterrupted_run(tmp_path):
     assert objects["trainer"].current_epoch == 3
     for key in ("val/loss", "val/parity_acc", "train/loss_epoch"):
         assert resumed[key] == pytest.approx(straight[key], abs=1e-6), key
+
+
+def test_predict_arguments_are_kept_as_typed():
+    args = predict.parse_cli(["text=0110", "ckpt_path=a=b.ckpt", "batch_size=8", "image="])
+    assert (args.text, args.ckpt_path, args.batch_size, args.image) == ("0110", "a=b.ckpt", 8, "")
+    with pytest.raises(ValueError, match="key=value"):
+        predict.parse_cli(["0110"])

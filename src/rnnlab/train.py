@@ -6,9 +6,12 @@ Hydra wrapper that returns the optimised metric so sweepers can use it.
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import math
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -16,6 +19,8 @@ from typing import Any
 import hydra
 import lightning.pytorch as pl
 import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
@@ -38,26 +43,17 @@ class _DropLitloggerTip(logging.Filter):
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropLitloggerTip())
 
 
-def run_dir(root: str, timestamp: str, ckpt_path: str | None) -> str:
-    """Hydra's run dir: a new `<root>/<timestamp>`, or, when resuming, the run being resumed.
+def _register_sweeper() -> None:
+    """Hydra finds sweepers by scanning the `hydra_plugins` namespace, which misses an editable
+    install; registering the class directly works for every kind of install."""
+    from hydra.core.plugins import Plugins
 
-    `ckpt_path=last` picks the newest run under `root` that has `checkpoints/last.ckpt`; a path
-    `<run>/checkpoints/<file>.ckpt` picks `<run>`. So a resumed run keeps writing in place.
-    """
-    if ckpt_path == "last":
-        candidates = sorted(
-            Path(root).glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime
-        )
-        if candidates:
-            return str(candidates[-1].parent.parent)
-    elif ckpt_path and Path(ckpt_path).parent.name == "checkpoints":
-        return str(Path(ckpt_path).parent.parent)
-    return f"{root}/{timestamp}"
+    from hydra_plugins.rnnlab_sweeper import ResumableOptunaSweeper
+
+    Plugins.instance().register(ResumableOptunaSweeper)
 
 
-if not OmegaConf.has_resolver("rnnlab_run_dir"):
-    OmegaConf.register_new_resolver("rnnlab_run_dir", run_dir)
-
+_register_sweeper()
 
 class RunStateInCheckpoint(pl.Callback):
     """Puts in every checkpoint what Lightning leaves out: the resolved run config (so predict and
@@ -118,6 +114,43 @@ def flat_hparams(cfg: DictConfig) -> dict[str, Any]:
     return flat
 
 
+def tune(options: DictConfig | dict, trainer: pl.Trainer, module, datamodule) -> None:
+    """Lightning's batch-size and learning-rate finders, before training (book ch6)."""
+    if not (options.get("batch_size") or options.get("lr_find")):
+        return
+    from lightning.pytorch.tuner import Tuner
+
+    tuner = Tuner(trainer)
+    if options.get("batch_size"):
+        size = tuner.scale_batch_size(module, datamodule=datamodule, mode="power", max_trials=6)
+        log.info("tune.batch_size: training with data.batch_size=%s", size)
+    if options.get("lr_find"):
+        finder = tuner.lr_find(module, datamodule=datamodule, update_attr=False)
+        lr = finder.suggestion() if finder is not None else None
+        if lr is not None:
+            module.optimizer_factory = functools.partial(module.optimizer_factory, lr=lr)
+            log.info("tune.lr_find: training with lr=%.3g", lr)
+            print(f"tune.lr_find: suggested learning rate {lr:.3g}")
+
+
+def run_diagnosis(cfg: DictConfig, trainer: pl.Trainer, module, datamodule, metrics) -> dict[str, float]:
+    """Print (and log) the bias/variance paragraph for the model as tested."""
+    from rnnlab.diagnosis import diagnose, metric_on
+
+    name = cfg.monitor.split("/", 1)[1]
+    val_value = metrics.get(f"{cfg.monitor}_best", metrics.get(cfg.monitor))
+    if val_value is None or datamodule.train_set is None:
+        return {}
+    train_value = metric_on(module, datamodule.train_dataloader(), name)
+    text, figures = diagnose(cfg.monitor, cfg.mode, train_value, val_value,
+                             cfg.diagnosis.target_error, cfg.diagnosis.tolerance)
+    print(text)
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.experiment.add_text("diagnosis", text, trainer.global_step)
+    return {f"diagnosis/{key}": value for key, value in figures.items()}
+
+
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """Fit, then test the best checkpoint. Returns (metrics, objects)."""
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -133,6 +166,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     )
 
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.output_dir)
+    if cfg.get("train", True) and ckpt_path is None:
+        tune(cfg.get("tune") or {}, trainer, module, datamodule)
     if cfg.get("train", True):
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
@@ -153,6 +188,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         metrics.update(
             {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
         )
+    if cfg.get("train", True) and (cfg.get("diagnosis") or {}).get("enabled") and trainer.is_global_zero:
+        metrics.update(run_diagnosis(cfg, trainer, module, datamodule, metrics))
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
             wanted = [k for k in metrics if k.startswith("test/") or k.endswith("_best")]
@@ -169,15 +206,55 @@ def optimized_value(cfg: DictConfig, metrics: dict[str, float]) -> float | None:
     return None if value is None or math.isnan(value) else value
 
 
+def write_result(output_dir: str, result: dict[str, Any]) -> None:
+    """One job's outcome as JSON in its run dir: what sweep summaries are built from."""
+    path = Path(output_dir) / "result.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2))
+
+
+def _spawn_in_multirun(cfg: DictConfig) -> None:
+    """Plain `ddp` relaunches the script with the `-m` arguments, so inside a sweep every job
+    would start a sweep of its own; spawned workers do not."""
+    if cfg.trainer.get("strategy") == "ddp":
+        log.warning("trainer.strategy=ddp cannot run inside a Hydra multirun; using ddp_spawn")
+        cfg.trainer.strategy = "ddp_spawn"
+
+
 @hydra.main(version_base="1.3", config_path="pkg://rnnlab.configs", config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    """Train one job. In a multirun a failing job is recorded and the sweep goes on: it returns
+    None, which Optuna records as a failed trial."""
+    hydra_cfg = HydraConfig.get()
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    if multirun:
+        _spawn_in_multirun(cfg)
+    result: dict[str, Any] = {
+        "overrides": list(hydra_cfg.overrides.task),
+        "metric": cfg.get("optimized_metric"),
+        "value": None,
+        "status": "failed",
+    }
+    start = time.perf_counter()
     try:
-        metrics, _ = train(cfg)
-    except RnnlabError as error:
-        log.error("%s", error)
-        print(f"error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
-    return optimized_value(cfg, metrics)
+        metrics, objects = train(cfg)
+        result["value"] = optimized_value(cfg, metrics)
+        result["epochs"] = objects["trainer"].current_epoch
+        result["test"] = {k: v for k, v in metrics.items() if k.startswith("test/")}
+        result["status"] = "ok" if result["value"] is not None else "nan"
+    except Exception as error:
+        result["error"] = f"{type(error).__name__}: {error}"
+        if not multirun:
+            if isinstance(error, RnnlabError):
+                log.error("%s", error)
+                print(f"error: {error}", file=sys.stderr)
+                raise SystemExit(2) from None
+            raise
+        log.exception("job %s failed; the sweep goes on", hydra_cfg.job.num)
+    finally:
+        result["seconds"] = time.perf_counter() - start
+        write_result(hydra_cfg.runtime.output_dir, result)
+    return result["value"]
 
 
 if __name__ == "__main__":

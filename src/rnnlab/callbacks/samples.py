@@ -21,7 +21,8 @@ def render_samples(
     for (text, expected), answer in zip(pairs, answers):
         if isinstance(answer, InputError):
             answer = f"<{answer}>"
-        ok = answer == expected
+        # An answer may add detail after the label ("7 (p=0.98)"); the label decides.
+        ok = answer == expected or answer.startswith(f"{expected} (")
         line = f"{text}{datamodule.answer_separator}{answer}"
         lines.append((ok, line if ok else f"{line} ({expected})"))
     return lines

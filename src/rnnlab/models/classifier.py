@@ -10,10 +10,12 @@ from rnnlab.models.rnn import last_layer_summary, make_rnn, run_rnn
 
 
 class RNNClassifier(nn.Module):
-    """Embedding (token inputs) or a linear projection (feature inputs) -> RNN -> linear head.
+    """Embedding (token inputs) or a linear projection (feature inputs) -> RNN -> head.
 
     The head reads the top layer's final state; with packed batches that is the last *valid*
-    step of every sequence, so padding never leaks into the prediction.
+    step of every sequence, so padding never leaks into the prediction. It is one Linear, or with
+    `head_hidden_size` a small MLP (Linear -> ReLU -> Dropout -> Linear, the Keras
+    `Dense(relu), Dropout, Dense(softmax)` stack).
     """
 
     def __init__(
@@ -29,6 +31,7 @@ class RNNClassifier(nn.Module):
         dropout: float = 0.0,
         bidirectional: bool = False,
         pad_id: int = 0,
+        head_hidden_size: int | None = None,
     ):
         super().__init__()
         require(num_classes > 1, "model.num_classes", f"must be at least 2, got {num_classes}")
@@ -37,7 +40,11 @@ class RNNClassifier(nn.Module):
             "model",
             "give exactly one of vocab_size (token inputs) or input_size (feature inputs)",
         )
-        require(embedding_dim > 0, "model.embedding_dim", f"must be a positive integer, got {embedding_dim}")
+        require(
+            embedding_dim > 0,
+            "model.embedding_dim",
+            f"must be a positive integer, got {embedding_dim}",
+        )
         if vocab_size is not None:
             self.embed: nn.Module = nn.Embedding(vocab_size, embedding_dim, padding_idx=pad_id)
         else:
@@ -45,7 +52,21 @@ class RNNClassifier(nn.Module):
         self.rnn = make_rnn(cell, embedding_dim, hidden_size, num_layers, dropout, bidirectional)
         self.num_directions = 2 if bidirectional else 1
         self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(hidden_size * self.num_directions, num_classes)
+        summary_size = hidden_size * self.num_directions
+        if head_hidden_size is None:
+            self.head: nn.Module = nn.Linear(summary_size, num_classes)
+        else:
+            require(
+                head_hidden_size > 0,
+                "model.head_hidden_size",
+                f"must be a positive integer or null, got {head_hidden_size}",
+            )
+            self.head = nn.Sequential(
+                nn.Linear(summary_size, head_hidden_size),
+                nn.ReLU(),
+                nn.Dropout(dropout),
+                nn.Linear(head_hidden_size, num_classes),
+            )
 
     def forward(self, inputs: Tensor, lengths: Tensor | None = None) -> Tensor:
         """inputs (B, T) token ids or (B, T, F) features, lengths (B,) -> logits (B, classes)."""

@@ -1,0 +1,350 @@
+"""MNIST (or Fashion-MNIST) read as sequences (seed 004): each 28x28 image is 28 steps of 28 pixels.
+
+Images stay uint8 (N, H, W) in memory (60k MNIST images are 47 MB, not 188 MB as floats); each
+batch is scaled to [0, 1] and laid out as a sequence when it is sliced:
+
+    rows     (B, H, W)      H steps of a W-pixel row (the Keras example)
+    columns  (B, W, H)      W steps of an H-pixel column
+    pixels   (B, H*W, 1)    one pixel per step (sequential MNIST: a hard long-range task)
+
+`data.path` is a folder of IDX files (gzipped or raw). With the train pair in it, train/val come
+from train and test is t10k; with only one pair (the shared folder has only t10k) that pair is
+split by seed into train/val/test. Without `data.path` the four files are downloaded into
+`<cache_dir>/mnist` (or `fashion_mnist`) and checked against their published MD5s.
+
+Predicting reads image files: greyscale, resized to the training size, inverted when the
+background is light (MNIST is white ink on black), scaled to [0, 1].
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor
+
+from rnnlab.data.base import TaskDataModule
+from rnnlab.data.batching import TensorBatchDataset
+from rnnlab.data.download import DownloadError, check_gzip, download
+from rnnlab.data.readers import CorpusError, read_idx
+from rnnlab.errors import DataError, InputError, require
+
+LAYOUTS = ("rows", "columns", "pixels")
+# IDX file stems of each part; a file may carry a .gz suffix or none.
+PARTS = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "t10k": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """Where a dataset is published and what its labels mean."""
+
+    folder: str  # under cache_dir
+    mirror: str  # base URL of the .gz files
+    md5: dict[str, str]  # published MD5 of each .gz file
+    classes: tuple[str, ...]
+
+
+VARIANTS = {
+    "mnist": Variant(
+        folder="mnist",
+        mirror="https://ossci-datasets.s3.amazonaws.com/mnist/",
+        md5={
+            "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+            "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+            "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+            "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+        },
+        classes=tuple("0123456789"),
+    ),
+    "fashion": Variant(
+        folder="fashion_mnist",
+        mirror="http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+        md5={
+            "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+            "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
+            "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
+            "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
+        },
+        classes=(
+            "T-shirt/top",
+            "Trouser",
+            "Pullover",
+            "Dress",
+            "Coat",
+            "Sandal",
+            "Shirt",
+            "Sneaker",
+            "Bag",
+            "Ankle boot",
+        ),
+    ),
+}
+
+
+def to_sequence(images: Tensor, layout: str) -> Tensor:
+    """uint8 images (B, H, W) -> float sequences in [0, 1]: (B, H, W), (B, W, H) or (B, H*W, 1)."""
+    pixels = images.float() / 255.0
+    if layout == "columns":
+        return pixels.transpose(1, 2).contiguous()
+    if layout == "pixels":
+        return pixels.reshape(len(pixels), -1, 1)
+    return pixels
+
+
+class ImageBatches(TensorBatchDataset):
+    """uint8 `images` (N, H, W) and `targets` (N,), served as batches of float `inputs`."""
+
+    def __init__(self, images: Tensor, targets: Tensor, layout: str):
+        super().__init__({"images": images, "targets": targets})
+        self.layout = layout
+
+    def __getitems__(self, indices) -> dict[str, Tensor]:
+        batch = super().__getitems__(indices)
+        return {"inputs": to_sequence(batch["images"], self.layout), "targets": batch["targets"]}
+
+
+def find_part(folder: Path, part: str) -> tuple[Path, Path] | None:
+    """(images, labels) files of `part` ("train" or "t10k") in `folder`, or None if absent."""
+    found = []
+    for stem in PARTS[part]:
+        candidates = [folder / f"{stem}.gz", folder / stem]
+        found.append(next((path for path in candidates if path.is_file()), None))
+    return (found[0], found[1]) if all(found) else None
+
+
+def read_pair(images_path: Path, labels_path: Path, num_classes: int) -> tuple[Tensor, Tensor]:
+    """Images (N, H, W) and labels (N,), both uint8, checked against each other."""
+    try:
+        images, labels = read_idx(images_path), read_idx(labels_path)
+    except (CorpusError, OSError) as error:
+        raise DataError(f"{error}") from None
+    if images.dim() != 3:
+        raise DataError(
+            f"{images_path}: expected images (count, rows, cols), got shape {tuple(images.shape)}"
+            " - is this a labels file?"
+        )
+    if labels.dim() != 1:
+        raise DataError(
+            f"{labels_path}: expected labels (count,), got shape {tuple(labels.shape)}"
+            " - is this an images file?"
+        )
+    if len(images) != len(labels):
+        raise DataError(
+            f"{images_path} has {len(images)} images but {labels_path} has {len(labels)} labels;"
+            " they must come from the same release: re-download or replace the pair"
+        )
+    if len(labels) and int(labels.max()) >= num_classes:
+        raise DataError(
+            f"{labels_path}: label {int(labels.max())} is out of range 0..{num_classes - 1}"
+        )
+    return images, labels
+
+
+class MnistRowsData(TaskDataModule):
+    """Handwritten digits (or Fashion-MNIST items) as pixel sequences -> 10 classes."""
+
+    answer_separator = " → "
+
+    def __init__(
+        self,
+        path: str | None = None,
+        variant: str = "mnist",
+        layout: str = "rows",
+        train_size: int | None = None,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.1,
+        cache_dir: str = "data",
+        mirror: str | None = None,
+        **loader_options,
+    ):
+        super().__init__(**loader_options)
+        require(variant in VARIANTS, "data.variant", f"must be one of {sorted(VARIANTS)}")
+        require(layout in LAYOUTS, "data.layout", f"must be one of {LAYOUTS}, got {layout!r}")
+        require(
+            train_size is None or train_size > 0,
+            "data.train_size",
+            f"must be a positive integer or null (all), got {train_size}",
+        )
+        require(0 < val_fraction < 1, "data.val_fraction", f"must be in (0, 1), got {val_fraction}")
+        require(
+            0 <= test_fraction < 1 and val_fraction + test_fraction < 1,
+            "data.test_fraction",
+            f"must be in [0, 1) with val_fraction + test_fraction < 1, got {test_fraction}",
+        )
+        self.path = path
+        self.variant = VARIANTS[variant]
+        self.layout = layout
+        self.train_size = train_size
+        self.val_fraction = val_fraction
+        self.test_fraction = test_fraction
+        self.cache_dir = Path(cache_dir)
+        self.mirror = mirror or self.variant.mirror
+        self.image_shape = (28, 28)  # replaced by the data's own (or the checkpoint's) shape
+        self._sample_dir: Path | None = None
+
+    def model_kwargs(self) -> dict:
+        height, width = self.image_shape
+        features = {"rows": width, "columns": height, "pixels": 1}[self.layout]
+        return {"input_size": features, "num_classes": len(self.variant.classes)}
+
+    def state_dict(self) -> dict:
+        return {"image_shape": list(self.image_shape)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.image_shape = tuple(state.get("image_shape", self.image_shape))
+
+    # Files -------------------------------------------------------------------------------------
+    def download_folder(self) -> Path:
+        return self.cache_dir / self.variant.folder
+
+    def prepare_data(self) -> None:
+        """Without data.path: download the four files (no-op when present and verified)."""
+        if self.path is None:
+            self._download()
+
+    def _download(self) -> Path:
+        folder = self.download_folder()
+        for name, md5 in self.variant.md5.items():
+            url = self.mirror.rstrip("/") + "/" + name
+            try:
+                download(url, folder / name, md5=md5, validate=check_gzip)
+            except DownloadError as error:
+                raise DataError(
+                    f"{error} Or point data.path at a folder that holds the IDX files."
+                ) from None
+        return folder
+
+    def _folder(self) -> Path:
+        if self.path is None:
+            folder = self.download_folder()
+            if find_part(folder, "train") and find_part(folder, "t10k"):
+                return folder
+            return self._download()
+        folder = Path(self.path).expanduser()
+        if not folder.is_dir():
+            raise DataError(
+                f"data.path={self.path} is not a folder; point it at the folder holding "
+                f"{PARTS['t10k'][0]}.gz and friends (or leave it null to download them)"
+            )
+        return folder
+
+    def _read(self, part: tuple[Path, Path]) -> tuple[Tensor, Tensor]:
+        return read_pair(*part, num_classes=len(self.variant.classes))
+
+    # Splits ------------------------------------------------------------------------------------
+    def build_splits(self) -> None:
+        folder = self._folder()
+        train_part, test_part = find_part(folder, "train"), find_part(folder, "t10k")
+        generator = torch.Generator().manual_seed(self.seed)
+        if train_part and test_part:
+            images, labels = self._read(train_part)
+            test_images, test_labels = self._read(test_part)
+            order = torch.randperm(len(images), generator=generator)
+            num_val = round(len(images) * self.val_fraction)
+            splits = {
+                "val": (images, labels, order[:num_val].sort().values),
+                "train": (images, labels, order[num_val:]),
+                "test": (test_images, test_labels, torch.arange(len(test_images))),
+            }
+        elif train_part or test_part:
+            images, labels = self._read(train_part or test_part)
+            order = torch.randperm(len(images), generator=generator)
+            num_test = round(len(images) * self.test_fraction)
+            num_val = round(len(images) * self.val_fraction)
+            splits = {
+                "test": (images, labels, order[:num_test].sort().values),
+                "val": (images, labels, order[num_test : num_test + num_val].sort().values),
+                "train": (images, labels, order[num_test + num_val :]),
+            }
+        else:
+            names = ", ".join(f"{stem}[.gz]" for stems in PARTS.values() for stem in stems)
+            raise DataError(f"{folder} holds no MNIST IDX files: expected {names}")
+        for split, (split_images, split_labels, index) in splits.items():
+            if split == "train" and self.train_size is not None:
+                index = index[: self.train_size]
+            if len(index) == 0:
+                raise DataError(
+                    f"the {split} split of {folder} is empty: too few images for "
+                    "data.val_fraction/data.test_fraction"
+                )
+            dataset = ImageBatches(split_images[index], split_labels[index].long(), self.layout)
+            setattr(self, f"{split}_set", dataset)
+        self.image_shape = tuple(self.train_set.tensors["images"].shape[1:])
+
+    # Predict interface -------------------------------------------------------------------------
+    def encode_input(self, text: str) -> dict[str, Tensor]:
+        """An image file path -> {"inputs": (T, F)}: greyscale, resized, ink light on dark."""
+        text = text.strip()
+        if not text:
+            raise InputError("empty input: give the path of an image file, e.g. digit.png")
+        path = Path(text).expanduser()
+        if not path.is_file():
+            raise InputError(f"{path}: no such image file")
+        try:
+            with Image.open(path) as image:
+                image = image.convert("L")
+        except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as error:
+            raise InputError(f"{path}: cannot read it as an image ({error})") from None
+        height, width = self.image_shape
+        if image.size != (width, height):
+            image = image.resize((width, height), Image.Resampling.LANCZOS)
+        pixels = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
+        pixels = pixels.reshape(height, width)
+        if pixels.float().mean() > 127:  # dark ink on a light background: make it MNIST-like
+            pixels = 255 - pixels
+        return {"inputs": to_sequence(pixels[None], self.layout)[0]}
+
+    def collate(self, examples: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+        return {"inputs": torch.stack([example["inputs"] for example in examples])}
+
+    def decode_output(self, output: dict[str, Tensor]) -> list[str]:
+        probs, classes = output["probs"].max(-1)
+        return [
+            f"{self.variant.classes[c]} (p={p:.2f})"
+            for p, c in zip(probs.tolist(), classes.tolist())
+        ]
+
+    def sample_pairs(self, split: str, count: int) -> list[tuple[str, str]]:
+        """The split's first images, written once as PNG files into a private temp folder, so
+        samples go through the same file -> encode_input path as a user's `image=digit.png`."""
+        dataset = {"train": self.train_set, "val": self.val_set}.get(split, self.test_set)
+        if self._sample_dir is None:
+            self._sample_dir = Path(tempfile.mkdtemp(prefix="rnnlab-mnist-samples-"))
+            weakref.finalize(self, shutil.rmtree, self._sample_dir, ignore_errors=True)
+        self._sample_dir.mkdir(parents=True, exist_ok=True)
+        pairs = []
+        images = dataset.tensors["images"][:count]
+        labels = dataset.tensors["targets"][:count]
+        for number, (image, label) in enumerate(zip(images, labels.tolist())):
+            file = self._sample_dir / f"{split}-{number:03d}.png"
+            if not file.exists():
+                height, width = image.shape
+                Image.frombytes("L", (width, height), bytes(image.flatten().tolist())).save(file)
+            pairs.append((str(file), self.variant.classes[label]))
+        return pairs
+
+    def read_test_file(self, path: Path) -> TensorBatchDataset:
+        """An IDX images file; its labels are the matching `...labels-idx1-ubyte[.gz]` beside it."""
+        if "images-idx3-ubyte" not in path.name:
+            raise DataError(
+                f"{path}: evaluate expects an IDX images file named like "
+                "t10k-images-idx3-ubyte[.gz], with its labels file beside it"
+            )
+        labels_path = path.with_name(path.name.replace("images-idx3-ubyte", "labels-idx1-ubyte"))
+        if not labels_path.is_file():
+            raise DataError(f"{path}: its labels file {labels_path} does not exist")
+        images, labels = self._read((path, labels_path))
+        if tuple(images.shape[1:]) != tuple(self.image_shape):
+            raise DataError(
+                f"{path}: images are {tuple(images.shape[1:])}, the model was trained on "
+                f"{tuple(self.image_shape)}"
+            )
+        return ImageBatches(images, labels.long(), self.layout)

@@ -1,0 +1,374 @@
+"""Binary sentiment of sentences or reviews (seed 003): word tokens -> negative / positive.
+
+Two corpora, told apart by their layout (`format: auto`):
+
+    uci      UCI "Sentiment Labelled Sentences": `sentence<TAB>label` files (amazon_cells, imdb,
+             yelp; the shared copies have a header line and U+0085 inside sentences). `data.path`
+             is one file, a list of files, or a folder holding `*_labelled.txt`.
+    aclimdb  Stanford's Large Movie Review Dataset: `train/{pos,neg}/*.txt`, `test/{pos,neg}/*.txt`.
+             Its own test half is the test split; val is drawn from its train half.
+
+Without `data.path` the archive is downloaded into `cache_dir` and extracted there (members may
+not leave the target folder). Splits are drawn by seed over *groups* of identical sentences
+(compared case-insensitively), so a sentence never appears in two splits. The vocabulary is
+built from the training split only and saved in checkpoints; unknown words map to `<unk>`.
+Texts longer than `max_length` tokens keep their last `max_length` tokens, as Keras'
+`pad_sequences` does (the verdict of a review tends to be at its end).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import tarfile
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from rnnlab.data.base import TaskDataModule
+from rnnlab.data.batching import TensorBatchDataset, pad_collate
+from rnnlab.data.download import DownloadError, check_gzip, check_zip, download
+from rnnlab.data.readers import CorpusError, read_labelled_sentences
+from rnnlab.data.vocab import PAD, UNK, Vocab
+from rnnlab.errors import DataError, InputError, require
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("auto", "uci", "aclimdb")
+LABELS = ("negative", "positive")
+SPLITS = ("train", "val", "test")
+
+UCI_URL = "https://archive.ics.uci.edu/static/public/331/sentiment+labelled+sentences.zip"
+ACLIMDB_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
+ACLIMDB_MD5 = "7c2ac02c03563afcf9b574c7e56c153a"  # published by torchtext and others
+
+# A word (letters/digits, with inner apostrophes: "didn't") or any single other visible character.
+_TOKEN = re.compile(r"\w+(?:'\w+)*|[^\w\s]")
+_HTML_BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)  # aclImdb reviews use <br /> for newlines
+
+Example = tuple[str, int]  # (text, label 0/1)
+
+
+def tokenize(text: str, lowercase: bool = True) -> list[str]:
+    """Words and punctuation marks as separate tokens; any Unicode whitespace (U+0085 too)
+    separates. "Great food, didn't wait!" -> great food , didn't wait !"""
+    return _TOKEN.findall(text.lower() if lowercase else text)
+
+
+def group_key(text: str) -> str:
+    """Sentences equal up to case and spacing share a key (and so a split)."""
+    return " ".join(text.lower().split())
+
+
+# Reading ---------------------------------------------------------------------------------------
+def read_uci(files: Sequence[Path]) -> list[Example]:
+    examples: list[Example] = []
+    for file in files:
+        try:
+            examples.extend(read_labelled_sentences(file))
+        except (CorpusError, OSError) as error:
+            raise DataError(f"{error}") from None
+    return examples
+
+
+def read_aclimdb(root: Path) -> dict[str, list[Example]]:
+    """{"train": [...], "test": [...]} from an aclImdb folder (files in name order)."""
+    parts: dict[str, list[Example]] = {}
+    for part in ("train", "test"):
+        examples = []
+        for label, name in enumerate(("neg", "pos")):
+            folder = root / part / name
+            if not folder.is_dir():
+                raise DataError(f"{root} is not an aclImdb folder: {folder} is missing")
+            for file in sorted(folder.glob("*.txt")):
+                try:
+                    text = file.read_text(encoding="utf-8")
+                except (OSError, UnicodeDecodeError) as error:
+                    raise DataError(f"{file}: cannot read it as UTF-8 text ({error})") from None
+                text = _HTML_BREAK.sub(" ", text).strip()
+                if text:
+                    examples.append((text, label))
+        parts[part] = examples
+    return parts
+
+
+def _aclimdb_root(folder: Path) -> Path | None:
+    for root in (folder, folder / "aclImdb"):
+        if (root / "train" / "pos").is_dir() and (root / "test" / "pos").is_dir():
+            return root
+    return None
+
+
+def _uci_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.glob("*_labelled.txt") if not p.name.startswith("._"))
+
+
+def _extract_safely(archive: Path, target: Path) -> None:
+    """Extract a zip or tar archive into `target`, refusing members that would land outside it
+    (absolute paths, `..`, links); extracted into a sibling folder first, then moved."""
+    staging = target.with_name(target.name + ".extracting")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    root = staging.resolve()
+
+    def inside(name: str) -> bool:
+        return (root / name).resolve().is_relative_to(root)
+
+    try:
+        if zipfile.is_zipfile(archive):
+            with zipfile.ZipFile(archive) as zf:
+                for name in zf.namelist():
+                    if not inside(name):
+                        raise DataError(f"{archive}: member {name!r} would be extracted outside")
+                zf.extractall(staging)
+        else:
+            with tarfile.open(archive) as tf:
+                for member in tf.getmembers():
+                    if not inside(member.name) or member.issym() or member.islnk():
+                        raise DataError(
+                            f"{archive}: member {member.name!r} is a link or would be extracted "
+                            "outside the target folder; refusing to extract"
+                        )
+                tf.extractall(staging, filter="data")
+    except (tarfile.TarError, zipfile.BadZipFile, OSError) as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise DataError(f"{archive}: cannot extract it ({error}); delete it and re-run") from None
+    except DataError:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(staging, target)
+
+
+# Splitting and encoding ------------------------------------------------------------------------
+def split_by_group(
+    examples: Sequence[Example], fractions: dict[str, float], generator: torch.Generator
+) -> dict[str, list[Example]]:
+    """Assign whole groups of identical sentences to splits; `fractions` of the groups go to each
+    named split in order, the rest to "train"."""
+    groups: dict[str, list[int]] = {}
+    for index, (text, _) in enumerate(examples):
+        groups.setdefault(group_key(text), []).append(index)
+    keys = list(groups)
+    order = torch.randperm(len(keys), generator=generator).tolist()
+    parts: dict[str, list[Example]] = {name: [] for name in (*fractions, "train")}
+    start = 0
+    for name, fraction in fractions.items():
+        count = round(len(keys) * fraction)
+        for position in sorted(order[start : start + count]):
+            parts[name].extend(examples[i] for i in groups[keys[position]])
+        start += count
+    for position in sorted(order[start:]):
+        parts["train"].extend(examples[i] for i in groups[keys[position]])
+    return parts
+
+
+class SentimentData(TaskDataModule):
+    """Sentences or reviews -> 0 (negative) / 1 (positive), as word ids with lengths."""
+
+    answer_separator = " → "
+
+    def __init__(
+        self,
+        path: str | Sequence[str] | None = None,
+        format: str = "auto",
+        max_features: int | None = 1024,
+        min_count: int = 1,
+        lowercase: bool = True,
+        max_length: int = 100,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.1,
+        cache_dir: str = "data",
+        url: str | None = None,
+        **loader_options,
+    ):
+        super().__init__(**loader_options)
+        require(format in FORMATS, "data.format", f"must be one of {FORMATS}, got {format!r}")
+        require(
+            max_features is None or max_features > 2,
+            "data.max_features",
+            f"must be > 2 (it counts <pad> and <unk>) or null, got {max_features}",
+        )
+        require(min_count >= 1, "data.min_count", f"must be >= 1, got {min_count}")
+        require(max_length > 0, "data.max_length", f"must be a positive integer, got {max_length}")
+        require(0 < val_fraction < 1, "data.val_fraction", f"must be in (0, 1), got {val_fraction}")
+        require(
+            0 < test_fraction < 1 and val_fraction + test_fraction < 1,
+            "data.test_fraction",
+            f"must be in (0, 1) with val_fraction + test_fraction < 1, got {test_fraction}",
+        )
+        self.path = path
+        self.format = format
+        self.max_features = max_features
+        self.min_count = min_count
+        self.lowercase = lowercase
+        self.max_length = max_length
+        self.val_fraction = val_fraction
+        self.test_fraction = test_fraction
+        self.cache_dir = Path(cache_dir)
+        self.url = url
+        self.vocab: Vocab | None = None
+        self.samples: dict[str, list[Example]] = {}
+        self._known_words: Tensor | None = None  # from `collate`, read by `decode_output`
+
+    def model_kwargs(self) -> dict:
+        if self.vocab is None:
+            raise RuntimeError("SentimentData.setup() (or load_state_dict) must run first")
+        return {"vocab_size": len(self.vocab), "num_classes": 2, "pad_id": self.vocab.pad_id}
+
+    def state_dict(self) -> dict:
+        return {"vocab": self.vocab.to_dict()} if self.vocab is not None else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if "vocab" in state:
+            self.vocab = Vocab.from_dict(state["vocab"])
+
+    # Sources -----------------------------------------------------------------------------------
+    def _download(self) -> Path:
+        """Fetch and extract the archive of `format` (aclimdb, else uci); return its folder."""
+        aclimdb = self.format == "aclimdb"
+        url = self.url or (ACLIMDB_URL if aclimdb else UCI_URL)
+        name = "aclImdb_v1.tar.gz" if aclimdb else "sentiment_labelled_sentences.zip"
+        target = self.cache_dir / ("aclImdb_v1" if aclimdb else "sentiment_labelled_sentences")
+        if not target.is_dir():
+            try:
+                archive = download(
+                    url,
+                    self.cache_dir / name,
+                    md5=ACLIMDB_MD5 if url == ACLIMDB_URL else None,
+                    validate=check_gzip if aclimdb else check_zip,
+                )
+            except DownloadError as error:
+                raise DataError(f"{error} Or point data.path at the extracted files.") from None
+            _extract_safely(archive, target)
+        return target
+
+    def prepare_data(self) -> None:
+        if self.path is None:
+            self._download()
+
+    def _find_uci_folder(self, folder: Path) -> list[Path]:
+        """`*_labelled.txt` in `folder` or one level down (the UCI zip nests them), never in
+        macOS `__MACOSX` metadata folders."""
+        files = _uci_files(folder)
+        if not files:
+            for child in sorted(p for p in folder.iterdir() if p.is_dir()):
+                if child.name != "__MACOSX":
+                    files = files or _uci_files(child)
+        return files
+
+    def read_sources(self) -> dict[str, list[Example]]:
+        """{"all": [...]} for UCI files, {"train": [...], "test": [...]} for aclImdb."""
+        path = self.path
+        if path is None:
+            path = str(self._download())
+        if not isinstance(path, (str, os.PathLike)):  # a list of files
+            files = [Path(p).expanduser() for p in path]
+            for file in files:
+                if not file.is_file():
+                    raise DataError(f"data.path: {file} does not exist or is not a file")
+            require(self.format in ("auto", "uci"), "data.format", "a list of files is uci")
+            return {"all": read_uci(files)}
+        path = Path(path).expanduser()
+        if path.is_file():
+            require(self.format in ("auto", "uci"), "data.format", f"{path} is a file: use uci")
+            return {"all": read_uci([path])}
+        if not path.is_dir():
+            raise DataError(f"data.path={path} does not exist")
+        root = _aclimdb_root(path)
+        if self.format in ("auto", "aclimdb") and root is not None:
+            return read_aclimdb(root)
+        files = self._find_uci_folder(path) if self.format in ("auto", "uci") else []
+        if files:
+            return {"all": read_uci(files)}
+        raise DataError(
+            f"data.path={path} holds neither *_labelled.txt files (UCI) nor an aclImdb layout "
+            "(train/pos, train/neg, test/pos, test/neg)"
+        )
+
+    # Splits ------------------------------------------------------------------------------------
+    def tokens(self, text: str) -> list[str]:
+        return tokenize(text, self.lowercase)[-self.max_length :]
+
+    def _dataset(self, examples: Sequence[Example], source: str) -> TensorBatchDataset:
+        rows, labels = [], []
+        for text, label in examples:
+            ids = self.vocab.encode(self.tokens(text))
+            if ids:
+                rows.append(torch.tensor(ids))
+                labels.append(label)
+        if not rows:
+            raise DataError(f"{source} has no non-empty sentences")
+        lengths = torch.tensor([len(row) for row in rows])
+        inputs = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=0)
+        return TensorBatchDataset(
+            {"inputs": inputs, "lengths": lengths, "targets": torch.tensor(labels)},
+            trim={"inputs": "lengths"},
+        )
+
+    def build_splits(self) -> None:
+        sources = self.read_sources()
+        generator = torch.Generator().manual_seed(self.seed)
+        if "all" in sources:
+            fractions = {"test": self.test_fraction, "val": self.val_fraction}
+            parts = split_by_group(sources["all"], fractions, generator)
+        else:  # aclImdb: its own test half; val from its train half; no review in both
+            parts = split_by_group(sources["train"], {"val": self.val_fraction}, generator)
+            seen = {group_key(text) for text, _ in parts["train"] + parts["val"]}
+            parts["test"] = [ex for ex in sources["test"] if group_key(ex[0]) not in seen]
+            dropped = len(sources["test"]) - len(parts["test"])
+            if dropped:
+                log.info("dropped %d aclImdb test reviews that also occur in train", dropped)
+        for split in SPLITS:
+            if not parts[split]:
+                raise DataError(
+                    f"the {split} split of data.path={self.path} is empty: too few sentences "
+                    "for data.val_fraction/data.test_fraction"
+                )
+        self.vocab = Vocab.build(
+            (self.tokens(text) for text, _ in parts["train"]),
+            max_size=self.max_features,
+            min_count=self.min_count,
+            specials=(PAD, UNK),
+        )
+        for split in SPLITS:
+            setattr(self, f"{split}_set", self._dataset(parts[split], f"the {split} split"))
+            self.samples[split] = parts[split][:64]
+
+    # Predict interface -------------------------------------------------------------------------
+    def encode_input(self, text: str) -> dict[str, Tensor]:
+        tokens = self.tokens(text)
+        if not tokens:
+            raise InputError("empty sentence: type some words, e.g. the food was great")
+        ids = self.vocab.encode(tokens)
+        return {"inputs": torch.tensor(ids), "lengths": torch.tensor(len(ids))}
+
+    def collate(self, examples: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+        batch = pad_collate(examples, pad_id=self.vocab.pad_id)
+        # decode_output only sees the model's probabilities; remember which inputs had no known
+        # word so the answer can say so (predict_texts decodes each batch right after collating).
+        inputs = batch["inputs"]
+        self._known_words = ((inputs != self.vocab.pad_id) & (inputs != self.vocab.unk_id)).sum(1)
+        return batch
+
+    def decode_output(self, output: dict[str, Tensor]) -> list[str]:
+        probs, classes = output["probs"].max(-1)
+        known, self._known_words = self._known_words, None
+        if known is None or len(known) != len(classes):
+            known = torch.ones_like(classes)
+        return [
+            f"{LABELS[c]} (p={p:.2f}{'' if k else '; no known words'})"
+            for p, c, k in zip(probs.tolist(), classes.tolist(), known.tolist())
+        ]
+
+    def sample_pairs(self, split: str, count: int) -> list[tuple[str, str]]:
+        return [(text, LABELS[label]) for text, label in self.samples.get(split, [])[:count]]
+
+    def read_test_file(self, path: Path) -> TensorBatchDataset:
+        """A UCI-format file (`sentence<TAB>label` lines, optional header)."""
+        return self._dataset(read_uci([path]), str(path))
