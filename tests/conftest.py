@@ -55,6 +55,19 @@ def run_cli(
     )
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """For modules of tiny models (`pytestmark = pytest.mark.usefixtures("one_torch_thread")`):
+    a second intra-op thread buys nothing there, and on a busy CPU its spin-waits made steps
+    10-30x slower. Restored afterwards for the other test modules."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def addition_run(tmp_path_factory):
     """A 2-digit addition model trained once for the whole session (learning, predict, evaluate).

@@ -30,14 +30,7 @@ needs_shared = pytest.mark.skipif(
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """These models are tiny: a second intra-op thread buys nothing, and on a shared, busy CPU
-    its spin-waits made steps 10-30x slower. Restored afterwards for the other test modules."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # Generated IDX files ---------------------------------------------------------------------------
