@@ -94,12 +94,9 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: str) -> str | None:
 
 def flat_hparams(cfg: DictConfig) -> dict[str, Any]:
     """The choices that define a run, flattened for TensorBoard's HParams tab."""
-    keep = {
-        k: cfg[k]
-        for k in ("task_name", "size_name", "seed", "data", "model", "optimizer", "module")
-        if k in cfg
-    }
-    container = OmegaConf.to_container(OmegaConf.create(keep), resolve=True)
+    resolved = OmegaConf.to_container(cfg, resolve=True)  # whole config: interpolations may cross nodes
+    keys = ("task_name", "size_name", "seed", "data", "model", "optimizer", "module")
+    container = {key: resolved[key] for key in keys if key in resolved}
     flat: dict[str, Any] = {}
 
     def walk(prefix: str, node: Any) -> None:

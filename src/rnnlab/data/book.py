@@ -1,0 +1,567 @@
+"""Books as one token stream for next-token language modelling (char or word level).
+
+The text of every book (Gutenberg boilerplate stripped) becomes ONE int32 tensor of token ids:
+War and Peace is 3.2M chars -> 12.8 MB, or 683k word tokens -> 2.7 MB (benchmarks/book_lm.py),
+never one-hot (as float32 that would be 1.3 GB and 47 GB). The stream is split contiguously
+90/5/5 into train/val/test, so no token is in two splits. Batches are windows over a split:
+`seq_len` tokens in, the same window shifted by one token as targets, so every position is
+predicted.
+
+Two ways to cut batches:
+- windows (default): non-overlapping windows of the split, shuffled each epoch, each read from
+  a zero state;
+- `stateful: true` (truncated BPTT): the split is cut into `batch_size` parallel tracks (rows);
+  batch k holds columns [k*seq_len, (k+1)*seq_len) of every track, so row t of batch k+1
+  continues row t of batch k. Batches carry `reset` (B,) (all True on the first batch of an
+  epoch); the LanguageModelTask carries the detached hidden state between batches and zeroes
+  it there. Stateful loaders are sequential by design: single-process training only.
+
+Undecodable bytes are reported with the file, the line number and the byte offset from the
+start of the file (rnnlab.data.readers).
+
+Predict texts: `\\n` (backslash, n) stands for a line break in both directions, so a prompt
+with line breaks fits on one stdin line and every generated answer is one output line.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from rnnlab.data.base import TaskDataModule
+from rnnlab.data.batching import keep_batch
+from rnnlab.data.download import DownloadError, download
+from rnnlab.data.readers import CorpusError, read_lines, strip_gutenberg
+from rnnlab.data.vocab import PAD, UNK, Vocab
+from rnnlab.errors import ConfigError, DataError, InputError, require
+
+log = logging.getLogger(__name__)
+
+LEVELS = ("char", "word")
+GUTENBERG_URL = "https://www.gutenberg.org/cache/epub/{id}/pg{id}.txt"
+SPECIALS = (PAD, UNK)
+PARAGRAPH = "\n\n"  # word-level token for a blank line (paragraph break)
+LINE_BREAK = "\n"  # word-level token for a single line break (with line_breaks=true)
+PROMPT_TOKENS = {"char": 50, "word": 10}  # length of the fixed sample prompt
+_CHUNK = 1 << 20  # code points encoded per step
+
+# <unk> literally (what decoding writes for unknown tokens), a paragraph break (blank lines),
+# a line break, a word with inner apostrophes (don't, Elizabeth’s), or one other visible char.
+_WORD_TOKEN = re.compile(r"<unk>|\n(?:[ \t\r\f\v]*\n)+|\n|[^\W_]+(?:['’][^\W_]+)*|\S")
+_NO_SPACE_BEFORE = set(".,;:!?)]}’”%…") | {"'", "-", "—", "–", LINE_BREAK, PARAGRAPH}
+_NO_SPACE_AFTER = set("([{“‘") | {"-", "—", "–", LINE_BREAK, PARAGRAPH}
+
+
+def word_tokens(text: str, *, line_breaks: bool = False) -> list[str]:
+    """Words, punctuation marks (one token each) and paragraph breaks; single line breaks are
+    tokens with `line_breaks` (verse, plays) and plain spaces otherwise (hard-wrapped books)."""
+    tokens = []
+    for token in _WORD_TOKEN.findall(text):
+        if token[0] == "\n":
+            if len(token) > 1:
+                tokens.append(PARAGRAPH)
+            elif line_breaks:
+                tokens.append(LINE_BREAK)
+        else:
+            tokens.append(token)
+    return tokens
+
+
+class Detokenizer:
+    """Word tokens back to text, one token at a time (so generation can stream): spaces between
+    words, none before closing punctuation or after opening brackets and quotes."""
+
+    def __init__(self, previous: str | None = None):
+        self.previous = previous
+        self.before_previous: str | None = None
+        self.open_quote = False
+
+    def feed(self, token: str) -> str:
+        if (
+            self.previous in (".", ",", ":")
+            and token.isdigit()
+            and (self.before_previous or "").isdigit()
+        ):
+            space = False  # 3.0, 1,000, 10:30
+        elif token == '"':
+            space = not self.open_quote and self.previous not in _NO_SPACE_AFTER
+            self.open_quote = not self.open_quote
+        else:
+            space = (
+                self.previous is not None
+                and self.previous not in _NO_SPACE_AFTER
+                and token not in _NO_SPACE_BEFORE
+                and not (self.previous == '"' and self.open_quote)
+            )
+        self.before_previous, self.previous = self.previous, token
+        return f" {token}" if space else token
+
+
+def escape_line_breaks(text: str) -> str:
+    return text.replace("\n", "\\n")
+
+
+def unescape_line_breaks(text: str) -> str:
+    return text.replace("\\n", "\n")
+
+
+# Datasets ------------------------------------------------------------------------------------
+class TokenWindows(Dataset):
+    """Non-overlapping windows of a token stream, a whole batch per gather.
+
+    Window i covers stream[i*seq_len : (i+1)*seq_len + 1]: inputs (B, seq_len) are its first
+    seq_len tokens and targets (B, seq_len) the same tokens shifted by one.
+    """
+
+    def __init__(self, stream: Tensor, seq_len: int):
+        self.stream = stream
+        self.seq_len = seq_len
+        self.offsets = torch.arange(seq_len + 1)
+
+    def __len__(self) -> int:
+        return max(0, (len(self.stream) - 1) // self.seq_len)
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        return self.__getitems__([index])
+
+    def __getitems__(self, indices: Sequence[int]) -> dict[str, Tensor]:
+        starts = torch.as_tensor(indices, dtype=torch.long) * self.seq_len
+        windows = self.stream[starts[:, None] + self.offsets].long()
+        return {"inputs": windows[:, :-1], "targets": windows[:, 1:]}
+
+
+class TokenTracks(Dataset):
+    """The stream cut into `num_tracks` parallel rows; item k is the k-th batch of columns.
+
+    inputs/targets (num_tracks, <= seq_len), and `reset` (num_tracks,) bool, True for k == 0:
+    the hidden state of a row must start from zeros there and be carried over otherwise.
+    """
+
+    def __init__(self, stream: Tensor, seq_len: int, num_tracks: int):
+        self.track_len = (len(stream) - 1) // num_tracks
+        used = num_tracks * self.track_len
+        self.inputs = stream[:used].view(num_tracks, self.track_len)
+        self.targets = stream[1 : used + 1].view(num_tracks, self.track_len)
+        self.seq_len = seq_len
+
+    def __len__(self) -> int:
+        return math.ceil(self.track_len / self.seq_len)
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        columns = slice(index * self.seq_len, (index + 1) * self.seq_len)
+        return {
+            "inputs": self.inputs[:, columns].long(),
+            "targets": self.targets[:, columns].long(),
+            "reset": torch.full((len(self.inputs),), index == 0),
+        }
+
+
+# Reading -------------------------------------------------------------------------------------
+def _looks_like_gutenberg(path: Path) -> None:
+    """Reject a download that is not a Gutenberg text (e.g. an HTML error page)."""
+    head = path.read_bytes()[:50_000].decode("utf-8", errors="replace")
+    if "*** START OF" not in head:
+        raise ValueError("no '*** START OF' line in its first 50 kB: not a Gutenberg text file")
+
+
+def read_book(path: Path, encoding: str = "utf-8") -> str:
+    """The book text of one file: LF line ends, no BOM, Gutenberg header/licence stripped (a
+    file without the markers is used whole). Undecodable bytes raise DataError with the file,
+    line number and byte offset; an empty file raises DataError."""
+    try:
+        lines = [line for _, line in read_lines(path, encoding=encoding)]
+    except CorpusError as error:
+        raise DataError(f"{error} (option: data.encoding)") from None
+    except OSError as error:
+        raise DataError(f"cannot read {path}: {error}") from None
+    if not any(line.strip() for line in lines):
+        raise DataError(f"{path} is empty: give a text file that holds a book")
+    text, found = strip_gutenberg("\n".join(lines) + "\n")
+    if not found:
+        log.info("%s has no Gutenberg *** START OF / *** END OF lines: using all of it", path)
+    if not text.strip():
+        raise DataError(f"{path} has no text between its *** START OF and *** END OF lines")
+    return text
+
+
+class BookData(TaskDataModule):
+    """One or more books -> a token stream split 90/5/5 -> windows (or stateful tracks).
+
+    `path`: a .txt file, a list of files, or a folder (its *.txt files, sorted); `None`
+    downloads `gutenberg_ids` from Project Gutenberg into `data_dir`.
+    """
+
+    answer_separator = " → "
+
+    def __init__(
+        self,
+        path: str | Sequence[str] | None = None,
+        gutenberg_ids: Sequence[int] = (1342,),
+        data_dir: str = "data/books",
+        level: str = "char",
+        lowercase: bool = False,
+        line_breaks: bool = False,
+        max_vocab: int | None = None,
+        min_count: int = 1,
+        seq_len: int = 100,
+        stateful: bool = False,
+        val_fraction: float = 0.05,
+        test_fraction: float = 0.05,
+        max_tokens: int | None = None,
+        sample_length: int = 200,
+        encoding: str = "utf-8",
+        **loader_options,
+    ):
+        super().__init__(**loader_options)
+        require(level in LEVELS, "data.level", f"must be one of {LEVELS}, got {level!r}")
+        require(seq_len > 0, "data.seq_len", f"must be a positive integer, got {seq_len}")
+        require(min_count >= 1, "data.min_count", f"must be >= 1, got {min_count}")
+        require(
+            max_vocab is None or max_vocab > len(SPECIALS),
+            "data.max_vocab",
+            f"must be null or more than {len(SPECIALS)} (the specials {SPECIALS}), got {max_vocab}",
+        )
+        require(
+            val_fraction > 0 and test_fraction > 0 and val_fraction + test_fraction < 0.5,
+            "data.val_fraction/test_fraction",
+            f"must be positive and sum to less than 0.5, got {val_fraction} and {test_fraction}",
+        )
+        require(
+            max_tokens is None or max_tokens > 0,
+            "data.max_tokens",
+            f"must be null or positive, got {max_tokens}",
+        )
+        require(sample_length > 0, "data.sample_length", f"must be positive, got {sample_length}")
+        if path is None:
+            ids = list(gutenberg_ids or [])
+            require(
+                bool(ids) and all(isinstance(i, int) and i > 0 for i in ids),
+                "data.gutenberg_ids",
+                f"must be a non-empty list of Gutenberg ebook numbers, got {ids}; "
+                "or set data.path to your own .txt books",
+            )
+        self.path = path
+        self.gutenberg_ids = list(gutenberg_ids or [])
+        self.data_dir = Path(data_dir)
+        self.level = level
+        self.lowercase = lowercase
+        self.line_breaks = line_breaks
+        self.max_vocab = max_vocab
+        self.min_count = min_count
+        self.seq_len = seq_len
+        self.stateful = stateful
+        self.fractions = (val_fraction, test_fraction)
+        self.max_tokens = max_tokens
+        self.sample_length = sample_length
+        self.encoding = encoding
+        self.vocab: Vocab | None = None
+        self.streams: dict[str, Tensor] = {}
+
+    # Files -----------------------------------------------------------------------------------
+    def prepare_data(self) -> None:
+        if self.path is None:
+            self._download()
+
+    def _download(self) -> list[Path]:
+        files = []
+        for ebook in self.gutenberg_ids:
+            url = GUTENBERG_URL.format(id=ebook)
+            try:
+                files.append(
+                    download(url, self.data_dir / f"pg{ebook}.txt", validate=_looks_like_gutenberg)
+                )
+            except DownloadError as error:
+                raise DataError(
+                    f"{error} Or train on books you have: data.path=<file, [files] or folder "
+                    "of .txt books>"
+                ) from None
+        return files
+
+    def files(self) -> list[Path]:
+        """The book files to read, in order."""
+        if self.path is None:
+            return self._download()
+        paths = [self.path] if isinstance(self.path, (str, Path)) else list(self.path)
+        require(bool(paths), "data.path", "is an empty list: give at least one .txt file")
+        files: list[Path] = []
+        for entry in map(Path, paths):
+            if entry.is_dir():
+                found = sorted(entry.glob("*.txt"))
+                if not found:
+                    raise DataError(f"data.path={entry} is a folder without .txt files")
+                files.extend(found)
+            elif entry.is_file():
+                files.append(entry)
+            else:
+                raise DataError(f"data.path={entry} does not exist: give a .txt file or a folder")
+        return files
+
+    def read_text(self, files: Iterable[Path]) -> str:
+        """All books as one text, a paragraph break between books."""
+        text = "\n".join(read_book(file, self.encoding) for file in files)
+        return text.lower() if self.lowercase else text
+
+    # Tokens ----------------------------------------------------------------------------------
+    def tokenize(self, text: str) -> list[str]:
+        if self.level == "char":
+            return list(text)
+        return word_tokens(text, line_breaks=self.line_breaks)
+
+    def _char_codes(self, text: str) -> Tensor:
+        """Unicode code points (N,) int32, without a Python object per character."""
+        return torch.frombuffer(bytearray(text.encode("utf-32-le")), dtype=torch.int32)
+
+    def _build_char_vocab(self, codes: Tensor) -> Vocab:
+        unique, counts = torch.unique(codes, return_counts=True)
+        ranked = sorted(
+            ((chr(c), n) for c, n in zip(unique.tolist(), counts.tolist()) if n >= self.min_count),
+            key=lambda item: (-item[1], item[0]),
+        )
+        tokens = [token for token, _ in ranked]
+        if self.max_vocab is not None:
+            tokens = tokens[: self.max_vocab - len(SPECIALS)]
+        return Vocab(tokens, SPECIALS)
+
+    def _encode_chars(self, codes: Tensor) -> Tensor:
+        """Code points -> vocabulary ids (int32) by a sorted lookup; unknown chars -> <unk>."""
+        chars = [(ord(t), i) for t, i in self.vocab.stoi.items() if t not in self.vocab.specials]
+        if not chars:
+            return torch.full_like(codes, self.vocab.unk_id)
+        known = torch.tensor(sorted(chars), dtype=torch.int32)
+        known_codes, known_ids = known[:, 0].contiguous(), known[:, 1].contiguous()
+        ids = torch.empty_like(codes)
+        for start in range(0, len(codes), _CHUNK):  # chunks bound the int64 temporaries
+            chunk = codes[start : start + _CHUNK]
+            position = torch.searchsorted(known_codes, chunk).clamp(max=len(known) - 1)
+            hit = known_codes[position] == chunk
+            ids[start : start + _CHUNK] = torch.where(hit, known_ids[position], self.vocab.unk_id)
+        return ids
+
+    def encode_text(self, text: str) -> Tensor:
+        """Text -> token ids (N,) int32 with the current vocabulary (unknown -> <unk>)."""
+        if self.level == "char":
+            return self._encode_chars(self._char_codes(text))
+        return torch.tensor(
+            self.vocab.encode(word_tokens(text, line_breaks=self.line_breaks)), dtype=torch.int32
+        )
+
+    def _split_points(self, total: int) -> tuple[int, int]:
+        val, test = (max(2, int(total * fraction)) for fraction in self.fractions)
+        return total - val - test, total - test
+
+    def build_splits(self) -> None:
+        files = self.files()
+        text = self.read_text(files)
+        if self.level == "char":
+            codes = self._char_codes(text[: self.max_tokens] if self.max_tokens else text)
+            train_end, val_end = self._split_points(len(codes))
+            if self.vocab is None:
+                self.vocab = self._build_char_vocab(codes[:train_end])
+            stream = self._encode_chars(codes)
+        else:
+            tokens = word_tokens(text, line_breaks=self.line_breaks)[: self.max_tokens]
+            train_end, val_end = self._split_points(len(tokens))
+            if self.vocab is None:
+                self.vocab = Vocab.build(
+                    [tokens[:train_end]],
+                    max_size=self.max_vocab,
+                    min_count=self.min_count,
+                    specials=SPECIALS,
+                )
+            stream = torch.tensor(self.vocab.encode(tokens), dtype=torch.int32)
+        del text
+        if train_end < self.seq_len + 1:
+            raise DataError(
+                f"{len(stream)} {self.level} tokens in {[str(f) for f in files]}: too few for "
+                f"data.seq_len={self.seq_len}; lower data.seq_len or give more text"
+            )
+        self.streams = {
+            "train": stream[:train_end],
+            "val": stream[train_end:val_end],
+            "test": stream[val_end:],
+        }
+        self.train_set = self._dataset(self.streams["train"], train=True)
+        self.val_set = self._dataset(self.streams["val"], train=False)
+        self.test_set = self._dataset(self.streams["test"], train=False)
+        unk = self.vocab.unk_id
+        log.info(
+            "%d %s tokens from %d file(s), vocabulary %d (<unk> %.2f%%), %.1f MB as %s, "
+            "split %d/%d/%d",
+            len(stream),
+            self.level,
+            len(files),
+            len(self.vocab),
+            100 * float((stream == unk).float().mean()),
+            self.memory_bytes() / 1e6,
+            stream.dtype,
+            *(len(s) for s in self.streams.values()),
+        )
+
+    def memory_bytes(self) -> int:
+        """Bytes held for the data: the one stream (the splits are views of it)."""
+        return sum(s.numel() * s.element_size() for s in self.streams.values())
+
+    def _dataset(self, stream: Tensor, *, train: bool) -> Dataset:
+        seq_len = self.seq_len if train else max(1, min(self.seq_len, len(stream) - 1))
+        if not self.stateful:
+            return TokenWindows(stream, seq_len)
+        if train:
+            tracks = self.batch_size
+            if (len(stream) - 1) // tracks < seq_len:
+                raise ConfigError(
+                    f"data.stateful: the training split has {len(stream)} tokens, too few for "
+                    f"data.batch_size={tracks} tracks of at least data.seq_len={seq_len}: "
+                    "lower data.batch_size or data.seq_len"
+                )
+        else:
+            tracks = max(1, min(self.eval_batch_size, (len(stream) - 1) // seq_len))
+        return TokenTracks(stream, seq_len, tracks)
+
+    # Loaders ---------------------------------------------------------------------------------
+    def _track_loader(self, dataset: Dataset | None) -> DataLoader:
+        if dataset is None:
+            raise RuntimeError("BookData.setup() has not built this split yet")
+        return DataLoader(
+            dataset,
+            batch_size=None,  # each item is a whole batch of tracks, in order
+            collate_fn=keep_batch,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        if self.stateful:
+            return self._track_loader(self.train_set)
+        return super().train_dataloader()
+
+    def val_dataloader(self) -> DataLoader:
+        if self.stateful:
+            return self._track_loader(self.val_set)
+        return super().val_dataloader()
+
+    def test_dataloader(self) -> DataLoader:
+        if self.stateful:
+            return self._track_loader(self.test_set)
+        return super().test_dataloader()
+
+    # Model sizes and checkpoint state ----------------------------------------------------------
+    def _require_vocab(self) -> Vocab:
+        if self.vocab is None:
+            raise RuntimeError("BookData has no vocabulary yet: call setup() or load_state_dict()")
+        return self.vocab
+
+    def model_kwargs(self) -> dict:
+        return {"vocab_size": len(self._require_vocab())}
+
+    def state_dict(self) -> dict:
+        return {"level": self.level, "vocab": self._require_vocab().to_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("level", self.level) != self.level:
+            raise DataError(
+                f"checkpoint vocabulary is {state['level']}-level but data.level={self.level}"
+            )
+        self.vocab = Vocab.from_dict(state["vocab"])
+
+    # Predict interface -------------------------------------------------------------------------
+    def encode_input(self, text: str) -> dict[str, Tensor]:
+        """A prompt -> {"tokens" (T,), "lengths" ()}. Unknown words/chars are read as <unk>,
+        with a note on stderr; an empty prompt is an InputError."""
+        vocab = self._require_vocab()
+        text = unescape_line_breaks(text)
+        if self.lowercase:
+            text = text.lower()
+        tokens = self.tokenize(text)
+        if not tokens or not text.strip():
+            raise InputError("empty prompt: type some text for the model to continue")
+        unknown = sorted({t for t in tokens if t not in vocab and t != UNK})
+        if unknown:
+            shown = ", ".join(repr(t) for t in unknown[:10])
+            more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
+            log.warning(
+                "note: %s%s not in the %s vocabulary; read as <unk>", shown, more, self.level
+            )
+        ids = torch.tensor(vocab.encode(tokens), dtype=torch.long)
+        return {"tokens": ids, "lengths": torch.tensor(len(ids))}
+
+    def _detokenizer(self, previous_id: int | None) -> Detokenizer | None:
+        if self.level == "char":
+            return None
+        previous = None if previous_id is None else self.vocab.itos[previous_id]
+        return Detokenizer(previous)
+
+    def stream_text(self, prompt_last: int, token_steps: Iterable[Tensor]) -> Iterator[str]:
+        """Pieces of text as tokens arrive (one row): joined, they equal the decoded answer
+        with real line breaks. `prompt_last` is the prompt's last token id (for spacing)."""
+        vocab = self._require_vocab()
+        detokenizer = self._detokenizer(prompt_last)
+        started = False
+        for step in token_steps:
+            index = int(step.reshape(-1)[0])
+            token = vocab.itos[index]
+            if token == PAD:
+                continue
+            piece = token if detokenizer is None else detokenizer.feed(token)
+            if not started:
+                piece = piece.lstrip(" ")
+                started = bool(piece)
+            if piece:
+                yield piece
+
+    def decode_output(self, output: dict[str, Tensor]) -> list[str]:
+        """Generated tokens (B, L) -> one line each (line breaks written as \\n)."""
+        texts = []
+        for last, row in zip(output["prompt_last"].tolist(), output["tokens"]):
+            text = "".join(self.stream_text(last, row.unsqueeze(1)))
+            texts.append(escape_line_breaks(text))
+        return texts
+
+    def decode_ids(self, ids: Iterable[int]) -> str:
+        """Token ids -> text (for prompts and true continuations)."""
+        tokens = self._require_vocab().decode(ids, stop_at_eos=False)
+        if self.level == "char":
+            return "".join(tokens)
+        detokenizer = Detokenizer()
+        return "".join(detokenizer.feed(token) for token in tokens)
+
+    def sample_pairs(self, split: str, count: int) -> list[tuple[str, str]]:
+        """One fixed prompt from the start of the split's first paragraph and its true
+        continuation (`sample_length` tokens): the model's sample is compared by eye."""
+        stream = self.streams[split]
+        prompt_len = min(PROMPT_TOKENS[self.level], max(1, len(stream) // 4))
+        start = self._paragraph_start(stream, limit=len(stream) - prompt_len - 1)
+        prompt = stream[start : start + prompt_len].tolist()
+        truth = stream[start + prompt_len : start + prompt_len + self.sample_length].tolist()
+        prompt_text = self.decode_ids(prompt)
+        truth_text = "".join(self.stream_text(prompt[-1], torch.tensor(truth).unsqueeze(1)))
+        pairs = [(escape_line_breaks(prompt_text), escape_line_breaks(truth_text))]
+        return pairs[:count]
+
+    def _paragraph_start(self, stream: Tensor, limit: int) -> int:
+        """Index just after the first paragraph break (before `limit`), else 0."""
+        head = stream[: max(0, limit)]
+        if self.level == "word":
+            breaks = (head == self.vocab.stoi.get(PARAGRAPH, -1)).nonzero()
+            return int(breaks[0]) + 1 if len(breaks) else 0
+        newline = self.vocab.stoi.get("\n", -1)
+        blank = ((head[:-1] == newline) & (head[1:] == newline)).nonzero()
+        return int(blank[0]) + 2 if len(blank) else 0
+
+    def read_test_file(self, path: Path) -> Dataset:
+        """All of a text file (cleaned like the training books) as the test stream."""
+        text = self.read_text([path])
+        stream = self.encode_text(text)
+        if len(stream) < 2:
+            raise DataError(f"{path} has fewer than 2 {self.level} tokens: nothing to evaluate")
+        self.streams["test"] = stream
+        return self._dataset(stream, train=False)

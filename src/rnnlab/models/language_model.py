@@ -1,0 +1,114 @@
+"""Next-token language model: Embedding -> RNN -> dropout -> Linear over the vocabulary.
+
+Trained on windows of a token stream (every position predicts the next token); generates by
+reading a prompt and then sampling one token at a time (`rnnlab.models.decoding`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor, nn
+
+from rnnlab.errors import require
+from rnnlab.models.decoding import iter_sample, sample_decode
+from rnnlab.models.rnn import State, make_rnn, run_rnn
+
+
+def map_state(state: State, fn) -> State:
+    """Apply `fn` to h, or to h and c of an LSTM state."""
+    return tuple(fn(s) for s in state) if isinstance(state, tuple) else fn(state)
+
+
+def detach_state(state: State | None) -> State | None:
+    """The same state cut from the graph (truncated backpropagation through time)."""
+    return None if state is None else map_state(state, Tensor.detach)
+
+
+class RNNLanguageModel(nn.Module):
+    """Embedding (V, E) -> `num_layers` RNN layers (dropout between) -> dropout -> Linear (H, V).
+
+    With `tie_weights` the output layer shares the embedding matrix (Press & Wolf, 2017), which
+    needs embedding_dim == hidden_size.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        *,
+        embedding_dim: int = 64,
+        cell: str = "lstm",
+        hidden_size: int = 256,
+        num_layers: int = 1,
+        dropout: float = 0.0,
+        tie_weights: bool = False,
+    ):
+        super().__init__()
+        require(vocab_size > 1, "model.vocab_size", f"must be at least 2, got {vocab_size}")
+        require(
+            embedding_dim > 0,
+            "model.embedding_dim",
+            f"must be a positive integer, got {embedding_dim}",
+        )
+        require(
+            not tie_weights or embedding_dim == hidden_size,
+            "model.tie_weights",
+            f"needs model.embedding_dim == model.hidden_size, got {embedding_dim} and "
+            f"{hidden_size}: set them equal or use model.tie_weights=false",
+        )
+        self.embedding = nn.Embedding(vocab_size, embedding_dim)
+        self.rnn = make_rnn(cell, embedding_dim, hidden_size, num_layers, dropout)
+        self.dropout = nn.Dropout(dropout)
+        self.out = nn.Linear(hidden_size, vocab_size)
+        if tie_weights:
+            self.out.weight = self.embedding.weight
+
+    def forward(
+        self, tokens: Tensor, state: State | None = None, lengths: Tensor | None = None
+    ) -> tuple[Tensor, State]:
+        """tokens (B, T), state from the previous window or None (zeros), lengths (B,) for
+        right-padded prompts -> logits (B, T, V) for the next token at every position, and the
+        final state ((layers, B, H), or a pair for LSTM; with lengths, at each last real token).
+        """
+        outputs, state = run_rnn(self.rnn, self.embedding(tokens), lengths, state)
+        return self.out(self.dropout(outputs)), state
+
+    def step(self, prev_tokens: Tensor, state: State | None) -> tuple[Tensor, State, None]:
+        """One token per row: prev_tokens (B,) -> logits (B, V), next state, no attention."""
+        outputs, state = self.rnn(self.embedding(prev_tokens).unsqueeze(1), state)
+        return self.out(self.dropout(outputs.squeeze(1))), state, None
+
+    def prime(self, tokens: Tensor, lengths: Tensor) -> tuple[State | None, Tensor]:
+        """Read each prompt but its last token: tokens (B, T) right-padded, lengths (B,) >= 1 ->
+        (state after tokens[:length-1], last prompt tokens (B,)). Decoding starts by feeding the
+        last tokens, so the first sampled token continues the prompt."""
+        last = tokens.gather(1, (lengths - 1).unsqueeze(1)).squeeze(1)
+        if tokens.size(1) == 1:
+            return None, last
+        prefix_lengths = (lengths - 1).clamp(min=1)
+        _, state = self(tokens[:, :-1], lengths=prefix_lengths)
+        # A one-token prompt has read nothing yet: its row goes back to the zero state.
+        read = (lengths > 1).to(self.out.weight.dtype).view(1, -1, 1)
+        return map_state(state, lambda s: s * read), last
+
+    @torch.no_grad()
+    def generate(self, tokens: Tensor, lengths: Tensor, *, length: int, **sampling) -> Tensor:
+        """Continue each prompt by `length` tokens: (B, T), (B,) -> (B, length).
+
+        `sampling`: temperature, top_k, top_p, greedy, generator (see decoding.sample_decode).
+        """
+        state, last = self.prime(tokens, lengths)
+        generated, _ = sample_decode(
+            self.step, state, start_tokens=last, max_len=length, **sampling
+        )
+        return generated
+
+    @torch.no_grad()
+    def stream(
+        self, tokens: Tensor, lengths: Tensor, *, length: int, **sampling
+    ) -> Iterator[Tensor]:
+        """Like `generate`, but yields each step's tokens (B,) as soon as they are drawn; with
+        the same generator seed the tokens are exactly those of `generate`."""
+        state, last = self.prime(tokens, lengths)
+        yield from iter_sample(self.step, state, start_tokens=last, max_len=length, **sampling)
