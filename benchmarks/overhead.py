@@ -22,24 +22,27 @@ from hydra.utils import instantiate
 BATCH_SIZES = (256, 1024)
 
 
-def overrides(batch_size: int) -> list[str]:
+def overrides(batch_size: int, train_size: int) -> list[str]:
     return [
         *QUIET,
         "task=parity",
         f"data.batch_size={batch_size}",
+        f"data.train_size={train_size}",
         "trainer.max_epochs=1",
         "++trainer.limit_val_batches=0",
         "test=false",
         "trainer.num_sanity_val_steps=0",
+        "callbacks.early_stopping=null",  # no validation here; checkpointing (last.ckpt) stays
+        "callbacks.model_checkpoint.monitor=null",
     ]
 
 
-def rnnlab_epoch(batch_size: int) -> float:
+def rnnlab_epoch(batch_size: int, train_size: int) -> float:
     """One epoch through rnnlab.train.train with its default callbacks and TensorBoard logger."""
     import rnnlab.train as entry
 
     timer = EpochTimer()
-    cfg = compose_config(*overrides(batch_size), output_dir=tempfile.mkdtemp())
+    cfg = compose_config(*overrides(batch_size, train_size), output_dir=tempfile.mkdtemp())
     build = entry.build
 
     def build_and_time(*args, **kwargs):  # add the timer without changing the entry point
@@ -52,9 +55,9 @@ def rnnlab_epoch(batch_size: int) -> float:
     return timer.seconds[0]
 
 
-def raw_epoch(batch_size: int) -> float:
+def raw_epoch(batch_size: int, train_size: int) -> float:
     """The same data, model, optimiser and gradient clipping as a hand-written loop."""
-    cfg = compose_config(*overrides(batch_size), output_dir=tempfile.mkdtemp())
+    cfg = compose_config(*overrides(batch_size, train_size), output_dir=tempfile.mkdtemp())
     torch.manual_seed(cfg.seed)
     datamodule = instantiate(cfg.data)
     datamodule.setup()
@@ -78,11 +81,12 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--worker", nargs=2, metavar=("KIND", "BATCH"), help=argparse.SUPPRESS)
+    parser.add_argument("--train-size", type=int, default=100_000, help="strings per epoch")
+    parser.add_argument("--worker", nargs=3, metavar=("KIND", "BATCH", "SIZE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        kind, batch_size = args.worker[0], int(args.worker[1])
-        seconds = (rnnlab_epoch if kind == "rnnlab" else raw_epoch)(batch_size)
+        kind, batch_size, train_size = args.worker[0], int(args.worker[1]), int(args.worker[2])
+        seconds = (rnnlab_epoch if kind == "rnnlab" else raw_epoch)(batch_size, train_size)
         print(json.dumps({"seconds": seconds}))
         return
 
@@ -91,13 +95,13 @@ def main() -> None:
     for repeat in range(args.repeats):
         for batch_size in BATCH_SIZES:
             for kind in ("raw", "rnnlab") if repeat % 2 == 0 else ("rnnlab", "raw"):
-                seconds = in_fresh_process(script, kind, str(batch_size))["seconds"]
+                seconds = in_fresh_process(script, kind, str(batch_size), str(args.train_size))["seconds"]
                 times[kind, batch_size].append(seconds)
                 print(
                     f"  repeat {repeat + 1}: {kind:6s} batch {batch_size:4d}: {seconds:6.2f} s",
                     flush=True,
                 )
-    print("\nparity LSTM h64, 100k strings, one training epoch (median of fresh processes)")
+    print(f"\nparity LSTM h64, {args.train_size} strings, one training epoch (median of fresh processes)")
     print(f"{'batch':>6} {'raw s':>8} {'rnnlab s':>9} {'ratio':>6}")
     for batch_size in BATCH_SIZES:
         raw, ours = median(times["raw", batch_size]), median(times["rnnlab", batch_size])
