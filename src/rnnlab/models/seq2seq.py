@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from rnnlab.errors import require
 from rnnlab.models.attention import BahdanauAttention
-from rnnlab.models.decoding import greedy_decode, mask_after_eos
+from rnnlab.models.decoding import beam_search, greedy_decode, mask_after_eos
 from rnnlab.models.rnn import State, last_layer_summary, make_rnn, run_rnn
 
 DECODERS = ("repeat", "autoregressive")
@@ -54,7 +54,12 @@ class DecoderState:
 
 
 class AutoregressiveDecoder(nn.Module):
-    """Embedding of the previous token [+ attention context] -> RNN -> linear to the vocabulary."""
+    """Embedding of the previous token [+ attention context] -> RNN -> linear to the vocabulary.
+
+    With `readout_size`, [RNN output; context] first goes through tanh(W [h; c]) of that size
+    (Luong et al., 2015's attentional hidden state): with a large vocabulary the output layer
+    is most of the compute, and it shrinks from (hidden + context) x V to readout_size x V.
+    """
 
     def __init__(
         self,
@@ -66,6 +71,7 @@ class AutoregressiveDecoder(nn.Module):
         num_layers: int,
         dropout: float,
         attention: BahdanauAttention | None,
+        readout_size: int | None = None,
     ):
         super().__init__()
         self.embedding = embedding
@@ -75,7 +81,17 @@ class AutoregressiveDecoder(nn.Module):
             cell, embedding.embedding_dim + context_size, hidden_size, num_layers, dropout
         )
         self.dropout = nn.Dropout(dropout)
-        self.out = nn.Linear(hidden_size + context_size, embedding.num_embeddings)
+        features = hidden_size + context_size
+        self.readout = (
+            nn.Sequential(nn.Linear(features, readout_size), nn.Tanh()) if readout_size else None
+        )
+        self.out = nn.Linear(readout_size or features, embedding.num_embeddings)
+
+    def logits(self, features: Tensor) -> Tensor:
+        """(..., hidden [+ context]) -> (..., V), through the readout layer if there is one."""
+        if self.readout is not None:
+            features = self.readout(self.dropout(features))
+        return self.out(self.dropout(features))
 
     def step(
         self, prev_tokens: Tensor, state: DecoderState
@@ -96,7 +112,7 @@ class AutoregressiveDecoder(nn.Module):
         next_state = DecoderState(
             hidden, state.encoder_outputs, state.projected_keys, state.src_mask
         )
-        return self.out(self.dropout(output)), next_state, weights
+        return self.logits(output), next_state, weights
 
     def forward(
         self, tgt_inputs: Tensor, state: DecoderState, teacher_forcing: float = 1.0
@@ -108,7 +124,7 @@ class AutoregressiveDecoder(nn.Module):
         """
         if self.attention is None and teacher_forcing >= 1.0:
             outputs, _ = self.rnn(self.dropout(self.embedding(tgt_inputs)), state.hidden)
-            return self.out(self.dropout(outputs)), None
+            return self.logits(outputs), None
         logits, weights = [], []
         prev = tgt_inputs[:, 0]
         for t in range(tgt_inputs.size(1)):
@@ -183,6 +199,7 @@ class Seq2Seq(nn.Module):
         attention_size: int | None = None,
         teacher_forcing: float = 1.0,
         share_embeddings: bool = False,
+        readout_size: int | None = None,
     ):
         super().__init__()
         require(decoder in DECODERS, "model.decoder", f"must be one of {DECODERS}, got {decoder!r}")
@@ -208,6 +225,11 @@ class Seq2Seq(nn.Module):
             not share_embeddings or src_vocab_size == tgt_vocab_size,
             "model.share_embeddings",
             "needs one vocabulary for source and target",
+        )
+        require(
+            readout_size is None or (readout_size > 0 and decoder == "autoregressive"),
+            "model.readout_size",
+            f"must be null or a positive integer with decoder=autoregressive, got {readout_size}",
         )
         self.pad_id, self.sos_id, self.eos_id = pad_id, sos_id, eos_id
         self.max_target_len = max_target_len
@@ -253,6 +275,7 @@ class Seq2Seq(nn.Module):
                 num_layers=num_layers,
                 dropout=dropout,
                 attention=attn,
+                readout_size=readout_size,
             )
 
     @property
@@ -295,11 +318,37 @@ class Seq2Seq(nn.Module):
 
     @torch.no_grad()
     def generate(
-        self, src_tokens: Tensor, src_lengths: Tensor, max_len: int | None = None
+        self,
+        src_tokens: Tensor,
+        src_lengths: Tensor,
+        max_len: int | None = None,
+        *,
+        beam_size: int = 1,
+        length_penalty: float = 1.0,
     ) -> dict[str, Tensor]:
-        """Greedy output: tokens (B, T) ending in <eos> then <pad>; attention (B, T, S) if any."""
+        """Greedy output (beam_size=1), or the best of a batched beam search (autoregressive
+        decoder only): tokens (B, T) ending in <eos> then <pad>; attention (B, T, S) if any."""
         max_len = max_len or self.max_target_len
-        if not self.autoregressive:
+        require(beam_size >= 1, "beam_size", f"must be a positive integer, got {beam_size}")
+        require(
+            beam_size == 1 or self.autoregressive,
+            "beam_size",
+            "beam search needs model.decoder=autoregressive",
+        )
+        if beam_size > 1:
+            tokens, weights = beam_search(
+                self.decoder.step,
+                self._initial_state(src_tokens, src_lengths),
+                beam_size=beam_size,
+                sos_id=self.sos_id,
+                eos_id=self.eos_id,
+                pad_id=self.pad_id,
+                max_len=max_len,
+                length_penalty=length_penalty,
+                batch_size=len(src_tokens),
+                device=src_tokens.device,
+            )
+        elif not self.autoregressive:
             logits, weights = self(
                 src_tokens, src_lengths, src_tokens.new_zeros(len(src_tokens), max_len)
             )

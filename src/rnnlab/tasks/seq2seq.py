@@ -1,23 +1,139 @@
-"""Sequence-to-sequence training: teacher-forced loss, metrics on greedy outputs."""
+"""Sequence-to-sequence training: teacher-forced loss, metrics on generated outputs.
+
+Metrics come in three kinds, told apart by class:
+- id metrics (`rnnlab.metrics.TokenAccuracy`, `ExactMatch`) get generated ids and target ids;
+- `Perplexity` gets the teacher-forced logits (exp of the mean token NLL, no label smoothing);
+- text metrics (`BLEU`, `ChrF`, subclasses of `TextMetric`) get detokenised strings, which the
+  datamodule makes: `metric_texts(batch, output) -> (hypotheses, references)`. Both are the
+  `sacrebleu` package's own computations, on its 0-100 scale.
+"""
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torchmetrics import Metric
 
+from rnnlab.errors import ConfigError, require
 from rnnlab.tasks.base import TaskModule
+
+
+class TextMetric(Metric):
+    """A corpus metric of the `sacrebleu` package on detokenised strings, 0-100.
+
+    `update(hypotheses, references)` takes one or more references per hypothesis (a different
+    number each is fine). The state is sacreBLEU's sufficient statistics (n-gram matches and
+    totals, lengths) summed over batches and processes, so the result is exactly sacreBLEU's
+    corpus score over everything seen (DDP included), not an average of batch scores.
+    """
+
+    full_state_update = False
+    higher_is_better = True
+
+    def __init__(self, metric) -> None:
+        super().__init__()
+        self.metric = metric
+        size = len(metric._extract_corpus_statistics(["a"], [["a"]])[0])
+        self.add_state(
+            "stats", default=torch.zeros(size, dtype=torch.float64), dist_reduce_fx="sum"
+        )
+
+    def update(self, hypotheses: list[str], references: list[list[str]]) -> None:
+        most = max(map(len, references), default=0)
+        streams = [[refs[i] if i < len(refs) else None for refs in references] for i in range(most)]
+        stats = self.metric._extract_corpus_statistics(list(hypotheses), streams)
+        if stats:
+            summed = torch.tensor(stats, dtype=torch.float64, device=self.stats.device).sum(0)
+            self.stats += summed
+
+    def compute(self) -> Tensor:
+        stats = [int(x) if float(x).is_integer() else x for x in self.stats.tolist()]
+        return torch.tensor(self.metric._compute_score_from_stats(stats).score)
+
+
+class BLEU(TextMetric):
+    """sacreBLEU's corpus BLEU with its defaults: 13a tokenisation, 4-grams, exp smoothing."""
+
+    def __init__(self, **sacrebleu_options) -> None:
+        from sacrebleu.metrics import BLEU as SacreBLEU
+
+        super().__init__(SacreBLEU(**sacrebleu_options))
+
+
+class ChrF(TextMetric):
+    """sacreBLEU's chrF with its defaults: character 6-grams, beta 2 (word_order=2: chrF++)."""
+
+    def __init__(self, **sacrebleu_options) -> None:
+        from sacrebleu.metrics import CHRF
+
+        super().__init__(CHRF(**sacrebleu_options))
+
+
+class Perplexity(Metric):
+    """exp(mean negative log-likelihood per target token) of the teacher-forced predictions."""
+
+    full_state_update = False
+    higher_is_better = False
+
+    def __init__(self, pad_id: int = 0) -> None:
+        super().__init__()
+        self.pad_id = pad_id
+        self.add_state("nll", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state(
+            "tokens", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum"
+        )
+
+    def update(self, logits: Tensor, targets: Tensor) -> None:
+        """logits (B, T, V), targets (B, T) without <sos>."""
+        nll = F.cross_entropy(
+            logits.flatten(0, 1).float(),
+            targets.flatten(),
+            ignore_index=self.pad_id,
+            reduction="sum",
+        )
+        self.nll += nll.double()
+        self.tokens += (targets != self.pad_id).sum().double()
+
+    def compute(self) -> Tensor:
+        return torch.exp(self.nll / self.tokens.clamp(min=1)).float()
 
 
 class Seq2SeqTask(TaskModule):
     """Batches hold `src_tokens`, `src_lengths`, `tgt_tokens` (<sos> ... <eos> <pad>...).
 
-    Validation and test metrics score what the model *generates* (greedy decoding), not the
-    teacher-forced next-token guesses, so exact match means what a user will see.
+    Validation and test metrics score what the model *generates*, not the teacher-forced
+    next-token guesses, so exact match means what a user will see. Validation decodes greedily
+    (fast, comparable across epochs); predictions and the test stage use `beam_size` (1 =
+    greedy) and `length_penalty` (see `rnnlab.models.decoding.beam_search`).
     """
 
-    def __init__(self, *args, label_smoothing: float = 0.0, **kwargs):
+    def __init__(
+        self,
+        *args,
+        label_smoothing: float = 0.0,
+        beam_size: int = 1,
+        length_penalty: float = 1.0,
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
         self.label_smoothing = label_smoothing
+        self.configure_decoding(beam_size=beam_size, length_penalty=length_penalty)
+
+    def configure_decoding(self, beam_size: int = 1, length_penalty: float = 1.0) -> None:
+        """How `predict_batch` and the test stage decode (rnnlab.predict sets it per call)."""
+        require(
+            isinstance(beam_size, int) and beam_size >= 1,
+            "beam_size",
+            f"must be a positive integer, got {beam_size!r}",
+        )
+        require(
+            beam_size == 1 or getattr(self.net, "autoregressive", True),
+            "beam_size",
+            "beam search needs model.decoder=autoregressive",
+        )
+        self.beam_size = beam_size
+        self.length_penalty = float(length_penalty)
 
     def model_step(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         tgt = batch["tgt_tokens"]
@@ -28,12 +144,45 @@ class Seq2SeqTask(TaskModule):
             ignore_index=self.net.pad_id,
             label_smoothing=self.label_smoothing,
         )
-        return {"loss": loss}
+        return {"loss": loss, "logits": logits}
+
+    def _generate(self, batch: dict[str, Tensor], beam_size: int) -> dict[str, Tensor]:
+        return self.net.generate(
+            batch["src_tokens"],
+            batch["src_lengths"],
+            beam_size=beam_size,
+            length_penalty=self.length_penalty,
+        )
 
     def update_metrics(self, metrics: nn.ModuleDict, batch: dict[str, Tensor], step: dict) -> None:
-        generated = self.net.generate(batch["src_tokens"], batch["src_lengths"])["tokens"]
+        testing = self._trainer is not None and self._trainer.testing
+        output = self._generate(batch, self.beam_size if testing else 1)
+        targets = batch["tgt_tokens"][:, 1:]
+        texts = None
         for metric in metrics.values():
-            metric.update(generated, batch["tgt_tokens"][:, 1:])
+            if isinstance(metric, TextMetric):
+                if texts is None:
+                    texts = self._metric_texts(batch, output)
+                metric.update(*texts)
+            elif isinstance(metric, Perplexity):
+                metric.update(step["logits"], targets)
+            else:
+                metric.update(output["tokens"], targets)
+
+    def _metric_texts(
+        self, batch: dict[str, Tensor], output: dict[str, Tensor]
+    ) -> tuple[list[str], list[list[str]]]:
+        datamodule = self._trainer.datamodule if self._trainer is not None else None
+        hook = getattr(datamodule, "metric_texts", None)
+        if hook is None:
+            raise ConfigError(
+                "module.metrics: text metrics (BLEU, chrF) need a datamodule with "
+                f"metric_texts(batch, output); {type(datamodule).__name__} has none: remove them"
+            )
+        return hook(batch, output)
 
     def predict_batch(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        return self.net.generate(batch["src_tokens"], batch["src_lengths"])
+        """Generated `tokens` (and `attention`), plus the batch's source keys, which a datamodule
+        may need to decode (e.g. the source words for unknown-word replacement)."""
+        source = {key: value for key, value in batch.items() if key.startswith("src_")}
+        return {**source, **self._generate(batch, self.beam_size)}

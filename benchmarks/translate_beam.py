@@ -1,0 +1,120 @@
+"""Batched beam search vs the same beam search one sentence at a time (task=translate).
+
+A default translate model (size=medium) is trained briefly on the shared spa.txt (or loaded
+with --ckpt), then `--sentences` validation sentences are translated with beam size `--beam`,
+once in batches of `--batch-size` sentences (batch x beam rows per decoder step) and once
+sentence by sentence; both are timed `--repeats` times, alternating, and the median ratio is
+the figure (goal >= 5x). The two must give the same translations.
+
+    python benchmarks/translate_beam.py [--ckpt <run>/checkpoints/last.ckpt] [--beam 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from _common import QUIET, compose_config, here, median
+from hydra.utils import instantiate
+
+SPA_TXT = here().parents[1] / "shared" / "data" / "translate" / "spa-eng" / "spa.txt"
+
+
+def trained_model(data: str, train_batches: int):
+    """The default translate model after `train_batches` Adam steps (enough to emit <eos>)."""
+    cfg = compose_config(
+        *QUIET, "task=translate", "data.corpus=files", f"data.path={data}",
+        output_dir=tempfile.mkdtemp(),
+    )  # fmt: skip
+    torch.manual_seed(cfg.seed)
+    datamodule = instantiate(cfg.data)
+    datamodule.setup()
+    net = instantiate(cfg.model, **datamodule.model_kwargs())
+    optimizer = instantiate(cfg.optimizer)(net.parameters())
+    net.train()
+    start = time.perf_counter()
+    for step, batch in enumerate(datamodule.train_dataloader()):
+        if step == train_batches:
+            break
+        tgt = batch["tgt_tokens"]
+        logits, _ = net(batch["src_tokens"], batch["src_lengths"], tgt[:, :-1])
+        loss = F.cross_entropy(logits.flatten(0, 1), tgt[:, 1:].flatten(), ignore_index=0)
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        optimizer.step()
+    print(
+        f"trained {train_batches} batches in {time.perf_counter() - start:.0f} s, loss {loss:.2f}"
+    )
+    return datamodule, net.eval()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data", default=str(SPA_TXT))
+    parser.add_argument("--ckpt", default=None)
+    parser.add_argument("--train-batches", type=int, default=300)
+    parser.add_argument("--sentences", type=int, default=200)
+    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--beam", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    if args.ckpt:
+        from rnnlab.builder import load_checkpoint
+
+        _, datamodule, module = load_checkpoint(args.ckpt)
+        datamodule.setup()
+        net = module.net
+    else:
+        if not Path(args.data).is_file():
+            raise SystemExit(f"no corpus at {args.data}: pass --data <spa.txt> or --ckpt")
+        datamodule, net = trained_model(args.data, args.train_batches)
+    texts = [text for text, _ in datamodule.examples["val"]]
+    order = torch.randperm(len(texts), generator=torch.Generator().manual_seed(0))
+    examples = [datamodule.encode_input(texts[i]) for i in order[: args.sentences].tolist()]
+
+    @torch.inference_mode()
+    def batched() -> list[list[int]]:
+        out = []
+        for start in range(0, len(examples), args.batch_size):
+            batch = datamodule.collate(examples[start : start + args.batch_size])
+            tokens = net.generate(batch["src_tokens"], batch["src_lengths"], beam_size=args.beam)
+            out += tokens["tokens"].tolist()
+        return out
+
+    @torch.inference_mode()
+    def one_by_one() -> list[list[int]]:
+        out = []
+        for example in examples:
+            batch = datamodule.collate([example])
+            tokens = net.generate(batch["src_tokens"], batch["src_lengths"], beam_size=args.beam)
+            out += tokens["tokens"].tolist()
+        return out
+
+    times: dict[str, list[float]] = {"batched": [], "one_by_one": []}
+    outputs = {}
+    for _ in range(args.repeats):
+        for name, run in (("batched", batched), ("one_by_one", one_by_one)):
+            start = time.perf_counter()
+            outputs[name] = run()
+            times[name].append(time.perf_counter() - start)
+    same = sum(
+        a[: len(b)] == b and not any(a[len(b) :])
+        for a, b in zip(outputs["batched"], outputs["one_by_one"])
+    )
+    batched_s, single_s = median(times["batched"]), median(times["one_by_one"])
+    n = len(examples)
+    print(f"beam {args.beam}, {n} validation sentences, batches of {args.batch_size}:")
+    print(f"  batched:            {batched_s:6.2f} s  ({n / batched_s:6.1f} sentences/s)")
+    print(f"  one sentence each:  {single_s:6.2f} s  ({n / single_s:6.1f} sentences/s)")
+    print(f"  speed-up: {single_s / batched_s:.1f}x (goal >= 5x); same output for {same}/{n}")
+
+
+if __name__ == "__main__":
+    main()

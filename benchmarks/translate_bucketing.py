@@ -1,0 +1,121 @@
+"""Training throughput of task=translate: length-bucketed, trimmed, packed batches vs naive ones.
+
+Both settings train the default translate model (size=medium) on the shared spa.txt with the
+same optimiser and batch size, for the same number of batches, each in a fresh process
+(alternating, `--repeats` times):
+- bucketed: the datamodule's loader (length buckets of 50 batches, each batch trimmed to its
+  longest sentence, the encoder packs the padded batch);
+- naive: uniformly shuffled batches padded to the longest sentence of the corpus, the encoder
+  run over the padding too (every source length set to the padded width: no packing).
+The figure is target tokens (real ones, <eos> included, no padding) per second; goal >= 2x.
+The gain grows with the spread of sentence lengths, so it is measured at the task's default
+`data.max_length=15` (the book's filter: padding at most doubles a batch) and without a length
+filter (`none`: sentences up to ~50 tokens).
+
+    python benchmarks/translate_bucketing.py [--data ../shared/data/translate/spa-eng/spa.txt]
+        [--batches 30] [--repeats 3] [--max-lengths 15 none]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from _common import QUIET, compose_config, here, in_fresh_process, median
+from hydra.utils import instantiate
+from torch.utils.data import DataLoader
+
+from rnnlab.data.batching import EpochShuffleSampler, TensorBatchDataset, keep_batch
+
+SPA_TXT = here().parents[1] / "shared" / "data" / "translate" / "spa-eng" / "spa.txt"
+WARMUP = 5
+
+
+def worker(mode: str, data: str, batches: int, max_length: str) -> dict:
+    cfg = compose_config(
+        *QUIET, "task=translate", "data.corpus=files", f"data.path={data}",
+        f"data.max_length={'null' if max_length == 'none' else max_length}",
+        output_dir=tempfile.mkdtemp(),
+    )  # fmt: skip
+    torch.manual_seed(cfg.seed)
+    datamodule = instantiate(cfg.data)
+    datamodule.setup()
+    net = instantiate(cfg.model, **datamodule.model_kwargs())
+    optimizer = instantiate(cfg.optimizer)(net.parameters())
+    if mode == "bucketed":
+        loader = datamodule.train_dataloader()
+    else:  # the whole split padded to its longest sentence, no trimming, plain shuffling
+        padded = TensorBatchDataset(datamodule.train_set.tensors)
+        loader = DataLoader(
+            padded,
+            batch_size=datamodule.batch_size,
+            sampler=EpochShuffleSampler(padded, cfg.seed),
+            collate_fn=keep_batch,
+        )
+    net.train()
+    tokens, start = 0, 0.0
+    for step, batch in enumerate(loader):
+        if step == WARMUP:
+            tokens, start = 0, time.perf_counter()
+        if step == WARMUP + batches:
+            break
+        src_lengths = batch["src_lengths"]
+        if mode == "naive":
+            src_lengths = torch.full_like(src_lengths, batch["src_tokens"].size(1))
+        tgt = batch["tgt_tokens"]
+        logits, _ = net(batch["src_tokens"], src_lengths, tgt[:, :-1])
+        loss = F.cross_entropy(
+            logits.flatten(0, 1), tgt[:, 1:].flatten(), ignore_index=0, label_smoothing=0.1
+        )
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.trainer.gradient_clip_val)
+        optimizer.step()
+        tokens += int((batch["tgt_lengths"] - 1).sum())
+    seconds = time.perf_counter() - start
+    return {"tokens_per_s": tokens / seconds, "seconds": seconds, "tokens": tokens}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data", default=str(SPA_TXT))
+    parser.add_argument("--batches", type=int, default=30)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--max-lengths", nargs="+", default=["15", "none"])
+    parser.add_argument("--worker", nargs=4, metavar=("MODE", "DATA", "BATCHES", "MAX_LENGTH"))
+    args = parser.parse_args()
+    if args.worker:
+        mode, data, batches, max_length = args.worker
+        print(json.dumps(worker(mode, data, int(batches), max_length)))
+        return
+    if not Path(args.data).is_file():
+        raise SystemExit(f"no corpus at {args.data}: pass --data <spa.txt>")
+    for max_length in args.max_lengths:
+        results: dict[str, list[float]] = {"naive": [], "bucketed": []}
+        print(f"data.max_length={max_length}:", flush=True)
+        for repeat in range(args.repeats):
+            for mode in results:
+                run = in_fresh_process(__file__, mode, args.data, str(args.batches), max_length)
+                results[mode].append(run["tokens_per_s"])
+                print(
+                    f"  repeat {repeat + 1} {mode:8s} {run['tokens_per_s']:8.0f} tokens/s",
+                    flush=True,
+                )
+        ratios = [b / n for n, b in zip(results["naive"], results["bucketed"])]
+        naive, bucketed = median(results["naive"]), median(results["bucketed"])
+        print(f"  naive padded shuffled batches: {naive:8.0f} target tokens/s (median)")
+        print(f"  bucketed + trimmed + packed:   {bucketed:8.0f} target tokens/s (median)")
+        print(
+            f"  speed-up: {bucketed / naive:.2f}x (medians), per repeat {median(ratios):.2f}x (median)"
+        )
+
+
+if __name__ == "__main__":
+    main()
