@@ -82,7 +82,9 @@ def main() -> None:
     )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--train-size", type=int, default=100_000, help="strings per epoch")
-    parser.add_argument("--worker", nargs=3, metavar=("KIND", "BATCH", "SIZE"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--worker", nargs=3, metavar=("KIND", "BATCH", "SIZE"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     if args.worker:
         kind, batch_size, train_size = args.worker[0], int(args.worker[1]), int(args.worker[2])
@@ -95,13 +97,17 @@ def main() -> None:
     for repeat in range(args.repeats):
         for batch_size in BATCH_SIZES:
             for kind in ("raw", "rnnlab") if repeat % 2 == 0 else ("rnnlab", "raw"):
-                seconds = in_fresh_process(script, kind, str(batch_size), str(args.train_size))["seconds"]
+                seconds = in_fresh_process(script, kind, str(batch_size), str(args.train_size))[
+                    "seconds"
+                ]
                 times[kind, batch_size].append(seconds)
                 print(
                     f"  repeat {repeat + 1}: {kind:6s} batch {batch_size:4d}: {seconds:6.2f} s",
                     flush=True,
                 )
-    print(f"\nparity LSTM h64, {args.train_size} strings, one training epoch (median of fresh processes)")
+    print(
+        f"\nparity LSTM h64, {args.train_size} strings, one training epoch (median of fresh processes)"
+    )
     print(f"{'batch':>6} {'raw s':>8} {'rnnlab s':>9} {'ratio':>6}")
     for batch_size in BATCH_SIZES:
         raw, ours = median(times["raw", batch_size]), median(times["rnnlab", batch_size])

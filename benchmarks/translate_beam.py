@@ -7,6 +7,7 @@ sentence by sentence; both are timed `--repeats` times, alternating, and the med
 the figure (goal >= 5x). The two must give the same translations.
 
     python benchmarks/translate_beam.py [--ckpt <run>/checkpoints/last.ckpt] [--beam 5]
+        [--sentences 200] [--batch-size 100] [--threads N]
 """
 
 from __future__ import annotations
@@ -64,7 +65,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--beam", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: its default)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.ckpt:
         from rnnlab.builder import load_checkpoint
 
@@ -110,7 +114,10 @@ def main() -> None:
     )
     batched_s, single_s = median(times["batched"]), median(times["one_by_one"])
     n = len(examples)
-    print(f"beam {args.beam}, {n} validation sentences, batches of {args.batch_size}:")
+    threads = torch.get_num_threads()
+    print(
+        f"beam {args.beam}, {n} validation sentences, batches of {args.batch_size}, {threads} threads:"
+    )
     print(f"  batched:            {batched_s:6.2f} s  ({n / batched_s:6.1f} sentences/s)")
     print(f"  one sentence each:  {single_s:6.2f} s  ({n / single_s:6.1f} sentences/s)")
     print(f"  speed-up: {single_s / batched_s:.1f}x (goal >= 5x); same output for {same}/{n}")

@@ -5,7 +5,8 @@ Trains `python -m rnnlab task=translate data.corpus=files data.path=<spa.txt>` w
 checkpoint), then scores that checkpoint on the test split: greedy (as trained) and with beam
 search. Extra arguments are config overrides (e.g. `size=small`).
 
-    python benchmarks/translate_bleu.py --minutes 10 [--beam 5] [--data spa.txt] [key=value ...]
+    python benchmarks/translate_bleu.py --minutes 10 [--beam 5] [--data spa.txt] [--threads N]
+        [key=value ...]
 """
 
 from __future__ import annotations
@@ -29,8 +30,13 @@ def main() -> None:
     parser.add_argument("--data", default=str(SPA_TXT))
     parser.add_argument("--beam", type=int, default=5)
     parser.add_argument("--output", default=None, help="run dir (default outputs/benchmarks/...)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: its default)")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     if not Path(args.data).is_file():
         raise SystemExit(f"no corpus at {args.data}: pass --data <spa.txt>")
     output = args.output or str(

@@ -12,8 +12,11 @@ The gain grows with the spread of sentence lengths, so it is measured at the tas
 `data.max_length=15` (the book's filter: padding at most doubles a batch) and without a length
 filter (`none`: sentences up to ~50 tokens).
 
+One torch thread by default: on these shared 2-core machines a second thread makes small
+per-step kernels wait on a busy core and both figures swing several-fold from run to run.
+
     python benchmarks/translate_bucketing.py [--data ../shared/data/translate/spa-eng/spa.txt]
-        [--batches 30] [--repeats 3] [--max-lengths 15 none]
+        [--batches 30] [--repeats 3] [--max-lengths 15 none] [--threads 1]
 """
 
 from __future__ import annotations
@@ -36,7 +39,8 @@ SPA_TXT = here().parents[1] / "shared" / "data" / "translate" / "spa-eng" / "spa
 WARMUP = 5
 
 
-def worker(mode: str, data: str, batches: int, max_length: str) -> dict:
+def worker(mode: str, data: str, batches: int, max_length: str, threads: int) -> dict:
+    torch.set_num_threads(threads)
     cfg = compose_config(
         *QUIET, "task=translate", "data.corpus=files", f"data.path={data}",
         f"data.max_length={'null' if max_length == 'none' else max_length}",
@@ -89,11 +93,12 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=30)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--max-lengths", nargs="+", default=["15", "none"])
-    parser.add_argument("--worker", nargs=4, metavar=("MODE", "DATA", "BATCHES", "MAX_LENGTH"))
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (see below)")
+    parser.add_argument("--worker", nargs=5, metavar=("MODE", "DATA", "BATCHES", "MAX_LEN", "T"))
     args = parser.parse_args()
     if args.worker:
-        mode, data, batches, max_length = args.worker
-        print(json.dumps(worker(mode, data, int(batches), max_length)))
+        mode, data, batches, max_length, threads = args.worker
+        print(json.dumps(worker(mode, data, int(batches), max_length, int(threads))))
         return
     if not Path(args.data).is_file():
         raise SystemExit(f"no corpus at {args.data}: pass --data <spa.txt>")
@@ -102,7 +107,9 @@ def main() -> None:
         print(f"data.max_length={max_length}:", flush=True)
         for repeat in range(args.repeats):
             for mode in results:
-                run = in_fresh_process(__file__, mode, args.data, str(args.batches), max_length)
+                run = in_fresh_process(
+                    __file__, mode, args.data, str(args.batches), max_length, str(args.threads)
+                )
                 results[mode].append(run["tokens_per_s"])
                 print(
                     f"  repeat {repeat + 1} {mode:8s} {run['tokens_per_s']:8.0f} tokens/s",

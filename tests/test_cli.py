@@ -58,8 +58,9 @@ def test_ddp_cpu_writes_one_run_dir_and_syncs_test_metrics(tmp_path):
 
     from rnnlab.evaluate import evaluate
 
-    result = run_cli("rnnlab", "task=parity", "accelerator=ddp_cpu", "data.length=10", *TINY[1:],
-                     cwd=tmp_path)
+    result = run_cli(
+        "rnnlab", "task=parity", "accelerator=ddp_cpu", "data.length=10", *TINY[1:], cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     runs = list((tmp_path / "outputs" / "parity").iterdir())
     assert len(runs) == 1, runs
@@ -73,8 +74,9 @@ def test_ddp_cpu_writes_one_run_dir_and_syncs_test_metrics(tmp_path):
 
 @pytest.mark.slow
 def test_submitit_local_launcher_runs_a_two_job_sweep(tmp_path):
-    result = run_cli("rnnlab", "-m", "hydra/launcher=submitit_local", "cell=rnn,gru", *TINY,
-                     cwd=tmp_path)
+    result = run_cli(
+        "rnnlab", "-m", "hydra/launcher=submitit_local", "cell=rnn,gru", *TINY, cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     (sweep,) = (tmp_path / "outputs" / "arithmetic" / "multirun").iterdir()
     assert sorted(p.parent.name for p in sweep.glob("*/result.json")) == ["0-medium", "1-medium"]

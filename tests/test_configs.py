@@ -48,7 +48,11 @@ def test_experiments_compose_and_override_task(experiment):
 
 @pytest.mark.parametrize(
     "debug,key,value",
-    [("fast", "fast_dev_run", True), ("overfit", "overfit_batches", 1), ("profile", "profiler", "simple")],
+    [
+        ("fast", "fast_dev_run", True),
+        ("overfit", "overfit_batches", 1),
+        ("profile", "profiler", "simple"),
+    ],
 )
 def test_debug_presets_compose(debug, key, value):
     assert compose_config(f"debug={debug}").trainer[key] == value
@@ -106,8 +110,11 @@ def test_slurm_launcher_preset_has_the_keys_a_slurm_user_sets():
     from hydra import compose, initialize_config_module
 
     with initialize_config_module(config_module="rnnlab.configs", version_base="1.3"):
-        cfg = compose("train", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu"],
-                      return_hydra_config=True)
+        cfg = compose(
+            "train",
+            overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu"],
+            return_hydra_config=True,
+        )
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher") and launcher.partition == "gpu"
     for key in ("nodes", "tasks_per_node", "gpus_per_node", "timeout_min", "mem_gb"):
@@ -119,8 +126,13 @@ def test_hparams_search_presets_compose_with_the_task_search_space():
 
     for search in ("tpe", "random", "cmaes"):
         with initialize_config_module(config_module="rnnlab.configs", version_base="1.3"):
-            cfg = compose("train", overrides=[f"hparams_search={search}", "task=parity"],
-                          return_hydra_config=True)
-        assert cfg.hydra.sweeper.direction == "maximize" and cfg.hydra.sweeper.max_failure_rate == 1.0
+            cfg = compose(
+                "train",
+                overrides=[f"hparams_search={search}", "task=parity"],
+                return_hydra_config=True,
+            )
+        assert (
+            cfg.hydra.sweeper.direction == "maximize" and cfg.hydra.sweeper.max_failure_rate == 1.0
+        )
         assert cfg.hydra.sweeper.sampler._target_.lower().endswith(f"{search}sampler")
         assert "optimizer.lr" in cfg.search_space

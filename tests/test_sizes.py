@@ -16,7 +16,9 @@ TASKS = sorted(p.stem for p in (REPO / "configs" / "task").glob("*.yaml"))
 
 @pytest.mark.parametrize("task", TASKS)
 def test_every_task_has_every_size(task):
-    missing = [s for s in SIZES if not (REPO / "configs" / "size" / "task" / f"{task}_{s}.yaml").is_file()]
+    missing = [
+        s for s in SIZES if not (REPO / "configs" / "size" / "task" / f"{task}_{s}.yaml").is_file()
+    ]
     assert not missing, f"configs/size/task/{task}_<size>.yaml missing for {missing}"
     for size in SIZES:
         cfg = compose_config(f"task={task}", f"size={size}")

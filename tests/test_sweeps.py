@@ -15,9 +15,18 @@ from conftest import run_cli
 
 pytestmark = pytest.mark.slow
 
-TINY = ["accelerator=cpu", "trainer.max_epochs=1", "data.length=10", "data.train_size=400",
-        "data.val_size=100", "data.test_size=100", "callbacks.progress_bar=null",
-        "trainer.enable_progress_bar=false", "callbacks.samples=null", "task=parity"]
+TINY = [
+    "accelerator=cpu",
+    "trainer.max_epochs=1",
+    "data.length=10",
+    "data.train_size=400",
+    "data.val_size=100",
+    "data.test_size=100",
+    "callbacks.progress_bar=null",
+    "trainer.enable_progress_bar=false",
+    "callbacks.samples=null",
+    "task=parity",
+]
 
 
 def _sweep_dir(cwd):
@@ -30,7 +39,9 @@ def _results(sweep):
 
 
 def test_grid_with_a_failing_trial_completes_and_summarises_best_first(tmp_path):
-    result = run_cli("rnnlab", "-m", *TINY, "model.hidden_size=0,8,16", "cell=rnn,gru", cwd=tmp_path)
+    result = run_cli(
+        "rnnlab", "-m", *TINY, "model.hidden_size=0,8,16", "cell=rnn,gru", cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     sweep = _sweep_dir(tmp_path)
     results = _results(sweep)
@@ -45,7 +56,9 @@ def test_grid_with_a_failing_trial_completes_and_summarises_best_first(tmp_path)
 
 
 def test_tpe_sweep_runs_its_trials(tmp_path):
-    result = run_cli("rnnlab", "-m", "hparams_search=tpe", "hydra.sweeper.n_trials=4", *TINY, cwd=tmp_path)
+    result = run_cli(
+        "rnnlab", "-m", "hparams_search=tpe", "hydra.sweeper.n_trials=4", *TINY, cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     sweep = _sweep_dir(tmp_path)
     results = _results(sweep)
@@ -55,22 +68,39 @@ def test_tpe_sweep_runs_its_trials(tmp_path):
 
 
 def test_interrupted_sqlite_sweep_resumes_without_rerunning_finished_trials(tmp_path):
-    args = [sys.executable, "-m", "rnnlab", "-m", "hparams_search=random", "hydra.sweeper.n_trials=4",
-            f"hydra.sweeper.storage=sqlite:///{tmp_path / 'sweep.db'}", f"hydra.sweep.dir={tmp_path / 'sweep'}",
-            *TINY]
-    first = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             start_new_session=True)
+    args = [
+        sys.executable,
+        "-m",
+        "rnnlab",
+        "-m",
+        "hparams_search=random",
+        "hydra.sweeper.n_trials=4",
+        f"hydra.sweeper.storage=sqlite:///{tmp_path / 'sweep.db'}",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        *TINY,
+    ]
+    first = subprocess.Popen(
+        args,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.time() + 240
     while len(list((tmp_path / "sweep").glob("*/result.json"))) < 2 and time.time() < deadline:
         time.sleep(0.5)
     os.killpg(first.pid, signal.SIGKILL)  # interrupted mid-sweep
     first.wait()
-    before = {p.parent.name: p.stat().st_mtime_ns for p in (tmp_path / "sweep").glob("*/result.json")}
+    before = {
+        p.parent.name: p.stat().st_mtime_ns for p in (tmp_path / "sweep").glob("*/result.json")
+    }
     assert 2 <= len(before) < 4
 
     second = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert second.returncode == 0, second.stderr[-3000:]
-    after = {p.parent.name: p.stat().st_mtime_ns for p in (tmp_path / "sweep").glob("*/result.json")}
+    after = {
+        p.parent.name: p.stat().st_mtime_ns for p in (tmp_path / "sweep").glob("*/result.json")
+    }
     assert all(after[job] == mtime for job, mtime in before.items())  # finished jobs not re-run
     ok = [r for r in _results(tmp_path / "sweep").values() if r["status"] == "ok"]
     assert len(ok) == 4, sorted(after)

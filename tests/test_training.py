@@ -67,8 +67,15 @@ def test_diagnosis_names_bias_and_variance():
 
 def test_lr_find_sets_the_learning_rate_before_training(tmp_path, capsys):
     metrics, objects = train_run(
-        tmp_path, "task=parity", "data.length=8", "data.train_size=3000", "data.val_size=50",
-        "data.test_size=50", "data.batch_size=32", "trainer.max_epochs=1", "tune.lr_find=true",
+        tmp_path,
+        "task=parity",
+        "data.length=8",
+        "data.train_size=3000",
+        "data.val_size=50",
+        "data.test_size=50",
+        "data.batch_size=32",
+        "trainer.max_epochs=1",
+        "tune.lr_find=true",
         "model.hidden_size=8",
     )
     assert "tune.lr_find: suggested learning rate" in capsys.readouterr().out

@@ -19,7 +19,7 @@ import pytest
 import torch
 from conftest import REPO, SHARED_DATA, compose_config, train_run
 
-from rnnlab import predict
+from rnnlab import evaluate, predict
 from rnnlab.builder import load_checkpoint
 from rnnlab.data.text import BPEVocab, detokenize, tokenize
 from rnnlab.data.translate import BOOK_SENTENCES, TranslationData
@@ -297,7 +297,9 @@ def test_beam_size_one_is_exactly_greedy(cell):
     greedy = model.generate(tokens, lengths)
     beam = model.generate(tokens, lengths, beam_size=1)
     assert torch.equal(greedy["tokens"], beam["tokens"])
-    assert torch.allclose(greedy["attention"], beam["attention"])
+    is_eos = greedy["tokens"] == 3
+    until_eos = (is_eos.cumsum(1) - is_eos.long() == 0)[..., None]  # where beam search stops
+    assert torch.allclose(greedy["attention"] * until_eos, beam["attention"])
     state = model._initial_state(tokens, lengths)
     options = dict(sos_id=2, eos_id=3, pad_id=0, max_len=10, batch_size=6)
     direct, _ = beam_search(model.decoder.step, state, beam_size=1, **options)
@@ -359,7 +361,7 @@ def test_unknown_words_are_replaced_by_the_most_attended_source_word(tmp_path):
 
 def test_bleu_and_chrf_match_sacrebleu_over_batches():
     sacrebleu = pytest.importorskip("sacrebleu")
-    from rnnlab.tasks.seq2seq import BLEU, ChrF
+    from rnnlab.metrics import BLEU, ChrF
 
     hypotheses = ["the cat sat on the mat.", "i am reading a book!", "what's your name?", "go."]
     references = [
@@ -464,6 +466,13 @@ def test_checkpoint_translates_and_draws_attention_maps(made_up_run, capsys, mon
     assert predict.main([f"ckpt_path={ckpt}", "text=kazu", "beam_size=0"]) == 2
     assert "beam_size" in capsys.readouterr().err
 
+    # A user's own test file (same TSV format) scored with the checkpoint's vocabulary.
+    user_file = made_up_corpus(run.parent / "user_test.tsv", 40, seed=9)
+    assert evaluate.main([f"ckpt_path={ckpt}", f"data.path={user_file}", "accelerator=cpu"]) == 0
+    scores = dict(line.split(": ") for line in capsys.readouterr().out.strip().split("\n"))
+    assert {"test/bleu", "test/chrf", "test/ppl", "test/token_acc"} <= set(scores)
+    assert float(scores["test/bleu"]) >= 60, scores
+
     # The attention maps logged during training, and drawn again from the checkpoint.
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -528,7 +537,7 @@ def test_sample_pairs_start_with_the_book_sentences(tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(not SPA_TXT.is_file(), reason=f"shared spa.txt not found at {SPA_TXT}")
 def test_short_run_on_real_spanish_beats_a_constant_answer(tmp_path, one_thread):
-    from rnnlab.tasks.seq2seq import BLEU, ChrF
+    from rnnlab.metrics import BLEU, ChrF
 
     # 3,000 pairs of 3-5 tokens from the middle of the file (it starts with one-word sentences,
     # whose BLEU is 0 for want of 4-grams, and goes on from short to long).

@@ -21,7 +21,9 @@ def metric_on(module: TaskModule, loader: DataLoader, name: str, max_batches: in
     """The value of the module's `name` metric (or the mean loss for `loss`) on `loader`."""
     was_training = module.training
     module.eval()
-    metric = None if name == "loss" else copy.deepcopy(module.metrics["val"][name]).to(module.device)
+    metric = (
+        None if name == "loss" else copy.deepcopy(module.metrics["val"][name]).to(module.device)
+    )
     if metric is not None:
         metric.reset()
     losses = []
@@ -37,29 +39,48 @@ def metric_on(module: TaskModule, loader: DataLoader, name: str, max_batches: in
     return float(metric.compute()) if metric is not None else sum(losses) / max(len(losses), 1)
 
 
-def diagnose(metric: str, mode: str, train_value: float, val_value: float,
-             target_error: float = 0.0, tolerance: float = 0.02) -> tuple[str, dict[str, float]]:
+def diagnose(
+    metric: str,
+    mode: str,
+    train_value: float,
+    val_value: float,
+    target_error: float = 0.0,
+    tolerance: float = 0.02,
+) -> tuple[str, dict[str, float]]:
     """One paragraph: high bias (under-fitting), high variance (over-fitting), both, or neither,
     with the figures used and the book's remedy. Returns (text, figures)."""
     to_error = (lambda v: 1.0 - v) if mode == "max" else (lambda v: v)
     train_error, val_error = to_error(train_value), to_error(val_value)
     bias, variance = train_error - target_error, val_error - train_error
     high_bias, high_variance = bias > tolerance, variance > tolerance
-    figures = {"train_error": train_error, "val_error": val_error, "bias": bias, "variance": variance}
-    head = (f"Diagnosis ({metric}): training error {train_error:.4f}, validation error "
-            f"{val_error:.4f}, target {target_error:.4f}; bias {bias:+.4f}, variance {variance:+.4f} "
-            f"(tolerance {tolerance}). ")
+    figures = {
+        "train_error": train_error,
+        "val_error": val_error,
+        "bias": bias,
+        "variance": variance,
+    }
+    head = (
+        f"Diagnosis ({metric}): training error {train_error:.4f}, validation error "
+        f"{val_error:.4f}, target {target_error:.4f}; bias {bias:+.4f}, variance {variance:+.4f} "
+        f"(tolerance {tolerance}). "
+    )
     if high_bias and high_variance:
-        verdict = ("High bias and high variance: first fit the training data better (a bigger model: "
-                   "size=large or model.hidden_size/num_layers, longer training, another cell), then "
-                   "regularise (model.dropout, optimizer.weight_decay) or add data.")
+        verdict = (
+            "High bias and high variance: first fit the training data better (a bigger model: "
+            "size=large or model.hidden_size/num_layers, longer training, another cell), then "
+            "regularise (model.dropout, optimizer.weight_decay) or add data."
+        )
     elif high_bias:
-        verdict = ("High bias (under-fitting): a bigger model (size=large, model.hidden_size, "
-                   "model.num_layers), training longer (trainer.max_epochs) or a better learning rate "
-                   "(tune.lr_find=true).")
+        verdict = (
+            "High bias (under-fitting): a bigger model (size=large, model.hidden_size, "
+            "model.num_layers), training longer (trainer.max_epochs) or a better learning rate "
+            "(tune.lr_find=true)."
+        )
     elif high_variance:
-        verdict = ("High variance (over-fitting): more training data, regularisation (model.dropout, "
-                   "optimizer.weight_decay), a smaller model or earlier stopping.")
+        verdict = (
+            "High variance (over-fitting): more training data, regularisation (model.dropout, "
+            "optimizer.weight_decay), a smaller model or earlier stopping."
+        )
     else:
         verdict = "Neither high bias nor high variance: the model fits and generalises."
     return head + verdict, figures

@@ -1,6 +1,13 @@
-"""Small torchmetrics metrics on predicted ids; states are sums, so DDP sync is exact."""
+"""The metrics of every task, as torchmetrics metrics whose states are sums (DDP sync is exact).
+
+- on predicted ids: `Accuracy`, `TokenAccuracy`, `ExactMatch`;
+- on logits: `TokenNLL`, `Perplexity`, `BitsPerToken`;
+- on detokenised strings: `BLEU`, `ChrF` (the `sacrebleu` package's own computations, 0-100).
+"""
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -71,3 +78,96 @@ class ExactMatch(_Ratio):
         wrong = (preds != targets) & (targets != self.pad_id)
         self.correct += (~wrong.any(1)).sum()
         self.total += targets.size(0)
+
+
+class TokenNLL(Metric):
+    """Exact mean negative log-likelihood (nats per token) over the target positions, those
+    equal to `ignore_index` (padding) left out; states are sums, so DDP sync is exact.
+    `update(logits (B, T, V), targets (B, T))`, the signature of torchmetrics.text.Perplexity."""
+
+    full_state_update = False
+    higher_is_better = False
+
+    def __init__(self, ignore_index: int | None = None) -> None:
+        super().__init__()
+        self.ignore_index = ignore_index
+        self.add_state("nll", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, logits: Tensor, targets: Tensor) -> None:
+        ignore = -100 if self.ignore_index is None else self.ignore_index
+        nll = F.cross_entropy(
+            logits.flatten(0, -2).float(), targets.flatten(), ignore_index=ignore, reduction="sum"
+        )
+        self.nll += nll.double()
+        self.count += (targets != ignore).sum()
+
+    def compute(self) -> Tensor:
+        return (self.nll / self.count.clamp(min=1)).float()
+
+
+class Perplexity(TokenNLL):
+    """exp(mean NLL): the effective number of equally likely next tokens."""
+
+    def compute(self) -> Tensor:
+        return super().compute().exp()
+
+
+class BitsPerToken(TokenNLL):
+    """Mean NLL in bits (bits per character at char level)."""
+
+    def compute(self) -> Tensor:
+        return super().compute() / math.log(2)
+
+
+class TextMetric(Metric):
+    """A corpus metric of the `sacrebleu` package on detokenised strings, 0-100.
+
+    `update(hypotheses, references)` takes one or more references per hypothesis (a different
+    number each is fine). The state is sacreBLEU's sufficient statistics (n-gram matches and
+    totals, lengths) summed over batches and processes, so the result is exactly sacreBLEU's
+    corpus score over everything seen (DDP included), not an average of batch scores.
+    (`_extract_corpus_statistics`/`_compute_score_from_stats` are how sacreBLEU 2.x computes a
+    corpus score itself; pyproject pins sacrebleu<3 for them.)
+    """
+
+    full_state_update = False
+    higher_is_better = True
+
+    def __init__(self, metric) -> None:
+        super().__init__()
+        self.metric = metric
+        size = len(metric._extract_corpus_statistics(["a"], [["a"]])[0])
+        self.add_state(
+            "stats", default=torch.zeros(size, dtype=torch.float64), dist_reduce_fx="sum"
+        )
+
+    def update(self, hypotheses: list[str], references: list[list[str]]) -> None:
+        most = max(map(len, references), default=0)
+        streams = [[refs[i] if i < len(refs) else None for refs in references] for i in range(most)]
+        stats = self.metric._extract_corpus_statistics(list(hypotheses), streams)
+        if stats:
+            summed = torch.tensor(stats, dtype=torch.float64, device=self.stats.device).sum(0)
+            self.stats += summed
+
+    def compute(self) -> Tensor:
+        stats = [int(x) if float(x).is_integer() else x for x in self.stats.tolist()]
+        return torch.tensor(self.metric._compute_score_from_stats(stats).score)
+
+
+class BLEU(TextMetric):
+    """sacreBLEU's corpus BLEU with its defaults: 13a tokenisation, 4-grams, exp smoothing."""
+
+    def __init__(self, **sacrebleu_options) -> None:
+        from sacrebleu.metrics import BLEU as SacreBLEU
+
+        super().__init__(SacreBLEU(**sacrebleu_options))
+
+
+class ChrF(TextMetric):
+    """sacreBLEU's chrF with its defaults: character 6-grams, beta 2 (word_order=2 is chrF++)."""
+
+    def __init__(self, **sacrebleu_options) -> None:
+        from sacrebleu.metrics import CHRF
+
+        super().__init__(CHRF(**sacrebleu_options))

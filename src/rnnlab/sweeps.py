@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 
 log = logging.getLogger(__name__)
 
+
 def _sort_key(row: dict, maximize: bool) -> tuple:
     value = row.get("value")
     ok = row["status"] == "ok" and value is not None and not math.isnan(value)
@@ -46,9 +47,12 @@ def write_summary(sweep_dir: str | Path, rows: list[dict[str, Any]]) -> None:
         for row in rows:
             writer.writerow({**row, "overrides": " ".join(row.get("overrides", []))})
     common = set.intersection(*(set(row.get("overrides", [])) for row in rows))
-    lines = [f"Overrides shared by every job: `{' '.join(sorted(common)) or '-'}`", "",
-             "| rank | job | overrides | metric | value | epochs | seconds | status |",
-             "| ---: | --- | --- | --- | ---: | ---: | ---: | --- |"]
+    lines = [
+        f"Overrides shared by every job: `{' '.join(sorted(common)) or '-'}`",
+        "",
+        "| rank | job | overrides | metric | value | epochs | seconds | status |",
+        "| ---: | --- | --- | --- | ---: | ---: | ---: | --- |",
+    ]
     for rank, row in enumerate(rows, 1):
         value = row.get("value")
         shown = "" if value is None or math.isnan(value) else f"{value:.4f}"

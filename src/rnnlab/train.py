@@ -55,6 +55,7 @@ def _register_sweeper() -> None:
 
 _register_sweeper()
 
+
 class RunStateInCheckpoint(pl.Callback):
     """Puts in every checkpoint what Lightning leaves out: the resolved run config (so predict and
     evaluate need nothing else) and the RNG states (so a run resumed from `last.ckpt` draws the
@@ -94,7 +95,9 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: str) -> str | None:
 
 def flat_hparams(cfg: DictConfig) -> dict[str, Any]:
     """The choices that define a run, flattened for TensorBoard's HParams tab."""
-    resolved = OmegaConf.to_container(cfg, resolve=True)  # whole config: interpolations may cross nodes
+    resolved = OmegaConf.to_container(
+        cfg, resolve=True
+    )  # whole config: interpolations may cross nodes
     keys = ("task_name", "size_name", "seed", "data", "model", "optimizer", "module")
     container = {key: resolved[key] for key in keys if key in resolved}
     flat: dict[str, Any] = {}
@@ -130,7 +133,9 @@ def tune(options: DictConfig | dict, trainer: pl.Trainer, module, datamodule) ->
             print(f"tune.lr_find: suggested learning rate {lr:.3g}")
 
 
-def run_diagnosis(cfg: DictConfig, trainer: pl.Trainer, module, datamodule, metrics) -> dict[str, float]:
+def run_diagnosis(
+    cfg: DictConfig, trainer: pl.Trainer, module, datamodule, metrics
+) -> dict[str, float]:
     """Print (and log) the bias/variance paragraph for the model as tested."""
     from rnnlab.diagnosis import diagnose, metric_on
 
@@ -139,8 +144,14 @@ def run_diagnosis(cfg: DictConfig, trainer: pl.Trainer, module, datamodule, metr
     if val_value is None or datamodule.train_set is None:
         return {}
     train_value = metric_on(module, datamodule.train_dataloader(), name)
-    text, figures = diagnose(cfg.monitor, cfg.mode, train_value, val_value,
-                             cfg.diagnosis.target_error, cfg.diagnosis.tolerance)
+    text, figures = diagnose(
+        cfg.monitor,
+        cfg.mode,
+        train_value,
+        val_value,
+        cfg.diagnosis.target_error,
+        cfg.diagnosis.tolerance,
+    )
     print(text)
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
@@ -185,7 +196,11 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         metrics.update(
             {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
         )
-    if cfg.get("train", True) and (cfg.get("diagnosis") or {}).get("enabled") and trainer.is_global_zero:
+    if (
+        cfg.get("train", True)
+        and (cfg.get("diagnosis") or {}).get("enabled")
+        and trainer.is_global_zero
+    ):
         metrics.update(run_diagnosis(cfg, trainer, module, datamodule, metrics))
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):

@@ -30,7 +30,11 @@ class ResumableOptunaSweeper(OptunaSweeper):
     def sweep(self, arguments: list[str]) -> None:
         import optuna  # only sweeps pay for importing it
 
-        finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL, optuna.trial.TrialState.PRUNED)
+        finished = (
+            optuna.trial.TrialState.COMPLETE,
+            optuna.trial.TrialState.FAIL,
+            optuna.trial.TrialState.PRUNED,
+        )
         impl = self.sweeper
         if impl.storage and impl.study_name:
             try:
@@ -42,9 +46,15 @@ class ResumableOptunaSweeper(OptunaSweeper):
                 done = sum(trial.state in finished for trial in trials)
                 for trial in trials:  # left RUNNING by a killed sweep: failed, and run again
                     if trial.state == optuna.trial.TrialState.RUNNING:
-                        study._storage.set_trial_state(trial._trial_id, optuna.trial.TrialState.FAIL)
-                log.info("resuming study %s: %d of %d trials already finished", impl.study_name,
-                         done, impl.n_trials)
+                        study._storage.set_trial_state(
+                            trial._trial_id, optuna.trial.TrialState.FAIL
+                        )
+                log.info(
+                    "resuming study %s: %d of %d trials already finished",
+                    impl.study_name,
+                    done,
+                    impl.n_trials,
+                )
                 impl.n_trials = max(0, impl.n_trials - done)
                 impl.job_idx = len(trials)  # new job dirs after the old ones
         return super().sweep(arguments)

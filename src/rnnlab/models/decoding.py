@@ -207,47 +207,67 @@ def beam_search(
     batch. Hypotheses are ranked by log p / length ** length_penalty (0: plain sum of log
     probabilities, favours short outputs; 1: mean log probability per token). A hypothesis that
     emitted <eos> stays in its beam and only extends with <pad> at no cost; a sentence is done
-    once its best-ranked hypothesis has ended, and decoding stops when every sentence is done.
+    once its best-ranked hypothesis has ended, and its rows then leave the batch, so the steps
+    that remain cost only what the unfinished sentences need.
 
     Returns the best hypothesis per sentence, shaped like `greedy_decode`'s output: tokens
-    (B, T <= max_len) without <sos>, <pad> after <eos>, and its attention weights (B, T, S), or
-    None when the decoder does not attend. With beam_size=1 this is exactly greedy decoding.
+    (B, T <= max_len) without <sos>, <pad> after <eos>, and its attention weights (B, T, S)
+    (zeros after a sentence's end), or None when the decoder does not attend. With beam_size=1
+    the tokens are exactly greedy decoding's.
     """
     if beam_size < 1:
         raise ValueError(f"beam_size must be a positive integer, got {beam_size}")
-    rows = batch_size * beam_size
-    sentence = torch.arange(batch_size, device=device)
-    state = state.index_select(sentence.repeat_interleave(beam_size))
-    first_row = sentence[:, None] * beam_size  # (B, 1): row of each sentence's hypothesis 0
+    K = beam_size  # noqa: N806 - the usual name
+    sentence = torch.arange(batch_size, device=device)  # original index of each live sentence
+    state = state.index_select(sentence.repeat_interleave(K))
     # Only hypothesis 0 is alive at the start, so the first step does not pick K copies of it.
-    scores = torch.full((batch_size, beam_size), float("-inf"), device=device)
+    scores = torch.full((batch_size, K), float("-inf"), device=device)
     scores[:, 0] = 0.0
-    scores = scores.view(rows)
-    prev = torch.full((rows,), sos_id, dtype=torch.long, device=device)
-    lengths = torch.zeros(rows, dtype=torch.long, device=device)  # tokens so far, <eos> included
-    ended = torch.zeros(rows, dtype=torch.bool, device=device)  # emitted <eos>
-    done = torch.zeros(batch_size, dtype=torch.bool, device=device)
-    tokens = torch.empty(rows, 0, dtype=torch.long, device=device)
+    scores = scores.view(-1)
+    prev = torch.full((batch_size * K,), sos_id, dtype=torch.long, device=device)
+    lengths = torch.zeros_like(prev)  # tokens so far, <eos> included
+    ended = torch.zeros_like(prev, dtype=torch.bool)  # emitted <eos>
+    tokens = prev.new_empty(batch_size * K, 0)
     weights: Tensor | None = None
+    best_tokens: list[Tensor | None] = [None] * batch_size
+    best_weights: list[Tensor | None] = [None] * batch_size
 
     def normalised(total: Tensor, length: Tensor) -> Tensor:
         return total / length.clamp(min=1).to(total.dtype) ** length_penalty
 
+    def finish(which: Tensor) -> None:
+        """Store the best hypothesis of the live sentences `which` (B_live,) marks."""
+        live = len(sentence)
+        best = normalised(scores, lengths).view(live, K).argmax(1)
+        for position in which.nonzero().flatten().tolist():
+            row = position * K + int(best[position])
+            best_tokens[int(sentence[position])] = tokens[row]
+            if weights is not None:
+                best_weights[int(sentence[position])] = weights[row]
+
     for _ in range(max_len):
         logits, state, attention = step(prev, state)
-        log_probs = logits.float().log_softmax(-1)  # (rows, V)
-        vocab_size = log_probs.size(-1)
-        frozen = ended | done.repeat_interleave(beam_size)
-        pad_column = torch.where(frozen, 0.0, log_probs[:, pad_id])
-        log_probs = log_probs.masked_fill(frozen[:, None], float("-inf"))
-        log_probs[:, pad_id] = pad_column
-        total = scores[:, None] + log_probs  # (rows, V)
-        new_lengths = torch.where(frozen, lengths, lengths + 1)
-        key = normalised(total, new_lengths[:, None]).view(batch_size, beam_size * vocab_size)
-        choice = key.topk(beam_size, dim=1).indices  # (B, K), best first
-        select = (first_row + choice // vocab_size).view(-1)  # the row each new hypothesis extends
-        prev = (choice % vocab_size).view(-1)
-        scores = total.view(batch_size, -1).gather(1, choice).view(-1)
+        live = len(sentence)
+        # Each hypothesis's K best next tokens are the only candidates that can make the
+        # sentence's top K: rank K x K candidates instead of K x V (no (rows, V) temporaries
+        # beyond the logits). log p = logit - logsumexp; ranking within a row needs no softmax.
+        logits = logits.float()
+        k = min(K, logits.size(-1))
+        row_best, row_tokens = logits.topk(k, dim=-1)  # (live * K, k)
+        row_log_probs = row_best - logits.logsumexp(-1, keepdim=True)
+        # An ended hypothesis has one continuation, <pad>, at no cost.
+        only_pad = torch.full_like(row_log_probs, float("-inf"))
+        only_pad[:, 0] = 0.0
+        row_log_probs = torch.where(ended[:, None], only_pad, row_log_probs)
+        row_tokens = row_tokens.masked_fill(ended[:, None], pad_id)
+        total = scores[:, None] + row_log_probs  # (live * K, k)
+        new_lengths = torch.where(ended, lengths, lengths + 1)
+        key = normalised(total, new_lengths[:, None]).view(live, K * k)
+        choice = key.topk(K, dim=1).indices  # (live, K), best first
+        first_row = torch.arange(live, device=device)[:, None] * K
+        select = (first_row + choice // k).view(-1)  # the row each new hypothesis extends
+        prev = row_tokens.view(live, -1).gather(1, choice).view(-1)
+        scores = total.view(live, -1).gather(1, choice).view(-1)
         lengths = new_lengths[select]
         ended = ended[select] | (prev == eos_id)
         tokens = torch.cat([tokens[select], prev[:, None]], 1)
@@ -257,9 +277,29 @@ def beam_search(
                 step_weights if weights is None else torch.cat([weights[select], step_weights], 1)
             )
         state = state.index_select(select)
-        done |= ended.view(batch_size, beam_size)[:, 0]
-        if bool(done.all()):
-            break
-    best = normalised(scores, lengths).view(batch_size, beam_size).argmax(1)
-    index = first_row.squeeze(1) + best
-    return tokens[index], weights[index] if weights is not None else None
+        done = ended.view(live, K)[:, 0]
+        if bool(done.any()):
+            finish(done)
+            if bool(done.all()):
+                break
+            keep = (~done).repeat_interleave(K)
+            rows = keep.nonzero().flatten()
+            sentence = sentence[~done]
+            state = state.index_select(rows)
+            scores, prev, lengths, ended, tokens = (
+                x[rows] for x in (scores, prev, lengths, ended, tokens)
+            )
+            weights = weights[rows] if weights is not None else None
+    else:  # max_len reached: the best of what is there
+        finish(torch.ones(len(sentence), dtype=torch.bool, device=device))
+    width = max(len(t) for t in best_tokens)
+    out = torch.full((batch_size, width), pad_id, dtype=torch.long, device=device)
+    for index, row in enumerate(best_tokens):
+        out[index, : len(row)] = row
+    if best_weights[0] is None:
+        return out, None
+    source_len = best_weights[0].size(-1)
+    out_weights = best_weights[0].new_zeros(batch_size, width, source_len)
+    for index, row in enumerate(best_weights):
+        out_weights[index, : len(row)] = row
+    return out, out_weights

@@ -9,14 +9,12 @@ separate states.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchmetrics import Metric
 
 from rnnlab.errors import InputError
 from rnnlab.models.language_model import detach_state, map_state
@@ -67,42 +65,6 @@ def check_generation(options: Mapping[str, Any]) -> dict[str, Any]:
         "greedy": bool(greedy),
         "seed": seed,
     }
-
-
-class TokenNLL(Metric):
-    """Exact mean negative log-likelihood (nats per token) over every target position; states
-    are sums, so DDP sync is exact. `update(logits (B, T, V), targets (B, T))`, the signature
-    of torchmetrics.text.Perplexity."""
-
-    full_state_update = False
-    higher_is_better = False
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.add_state("nll", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
-
-    def update(self, logits: Tensor, targets: Tensor) -> None:
-        nll = F.cross_entropy(logits.flatten(0, -2).float(), targets.flatten(), reduction="sum")
-        self.nll += nll.double()
-        self.count += targets.numel()
-
-    def compute(self) -> Tensor:
-        return (self.nll / self.count.clamp(min=1)).float()
-
-
-class Perplexity(TokenNLL):
-    """exp(mean NLL): the effective number of equally likely next tokens."""
-
-    def compute(self) -> Tensor:
-        return super().compute().exp()
-
-
-class BitsPerToken(TokenNLL):
-    """Mean NLL in bits (bits per character at char level)."""
-
-    def compute(self) -> Tensor:
-        return super().compute() / math.log(2)
 
 
 class LanguageModelTask(TaskModule):

@@ -2,7 +2,7 @@
 
 Metrics come in three kinds, told apart by class:
 - id metrics (`rnnlab.metrics.TokenAccuracy`, `ExactMatch`) get generated ids and target ids;
-- `Perplexity` gets the teacher-forced logits (exp of the mean token NLL, no label smoothing);
+- `Perplexity` (any `TokenNLL`) gets the teacher-forced logits (no label smoothing);
 - text metrics (`BLEU`, `ChrF`, subclasses of `TextMetric`) get detokenised strings, which the
   datamodule makes: `metric_texts(batch, output) -> (hypotheses, references)`. Both are the
   `sacrebleu` package's own computations, on its 0-100 scale.
@@ -10,93 +10,12 @@ Metrics come in three kinds, told apart by class:
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchmetrics import Metric
 
 from rnnlab.errors import ConfigError, require
+from rnnlab.metrics import TextMetric, TokenNLL
 from rnnlab.tasks.base import TaskModule
-
-
-class TextMetric(Metric):
-    """A corpus metric of the `sacrebleu` package on detokenised strings, 0-100.
-
-    `update(hypotheses, references)` takes one or more references per hypothesis (a different
-    number each is fine). The state is sacreBLEU's sufficient statistics (n-gram matches and
-    totals, lengths) summed over batches and processes, so the result is exactly sacreBLEU's
-    corpus score over everything seen (DDP included), not an average of batch scores.
-    """
-
-    full_state_update = False
-    higher_is_better = True
-
-    def __init__(self, metric) -> None:
-        super().__init__()
-        self.metric = metric
-        size = len(metric._extract_corpus_statistics(["a"], [["a"]])[0])
-        self.add_state(
-            "stats", default=torch.zeros(size, dtype=torch.float64), dist_reduce_fx="sum"
-        )
-
-    def update(self, hypotheses: list[str], references: list[list[str]]) -> None:
-        most = max(map(len, references), default=0)
-        streams = [[refs[i] if i < len(refs) else None for refs in references] for i in range(most)]
-        stats = self.metric._extract_corpus_statistics(list(hypotheses), streams)
-        if stats:
-            summed = torch.tensor(stats, dtype=torch.float64, device=self.stats.device).sum(0)
-            self.stats += summed
-
-    def compute(self) -> Tensor:
-        stats = [int(x) if float(x).is_integer() else x for x in self.stats.tolist()]
-        return torch.tensor(self.metric._compute_score_from_stats(stats).score)
-
-
-class BLEU(TextMetric):
-    """sacreBLEU's corpus BLEU with its defaults: 13a tokenisation, 4-grams, exp smoothing."""
-
-    def __init__(self, **sacrebleu_options) -> None:
-        from sacrebleu.metrics import BLEU as SacreBLEU
-
-        super().__init__(SacreBLEU(**sacrebleu_options))
-
-
-class ChrF(TextMetric):
-    """sacreBLEU's chrF with its defaults: character 6-grams, beta 2 (word_order=2: chrF++)."""
-
-    def __init__(self, **sacrebleu_options) -> None:
-        from sacrebleu.metrics import CHRF
-
-        super().__init__(CHRF(**sacrebleu_options))
-
-
-class Perplexity(Metric):
-    """exp(mean negative log-likelihood per target token) of the teacher-forced predictions."""
-
-    full_state_update = False
-    higher_is_better = False
-
-    def __init__(self, pad_id: int = 0) -> None:
-        super().__init__()
-        self.pad_id = pad_id
-        self.add_state("nll", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state(
-            "tokens", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum"
-        )
-
-    def update(self, logits: Tensor, targets: Tensor) -> None:
-        """logits (B, T, V), targets (B, T) without <sos>."""
-        nll = F.cross_entropy(
-            logits.flatten(0, 1).float(),
-            targets.flatten(),
-            ignore_index=self.pad_id,
-            reduction="sum",
-        )
-        self.nll += nll.double()
-        self.tokens += (targets != self.pad_id).sum().double()
-
-    def compute(self) -> Tensor:
-        return torch.exp(self.nll / self.tokens.clamp(min=1)).float()
 
 
 class Seq2SeqTask(TaskModule):
@@ -164,7 +83,7 @@ class Seq2SeqTask(TaskModule):
                 if texts is None:
                     texts = self._metric_texts(batch, output)
                 metric.update(*texts)
-            elif isinstance(metric, Perplexity):
+            elif isinstance(metric, TokenNLL):
                 metric.update(step["logits"], targets)
             else:
                 metric.update(output["tokens"], targets)
@@ -174,6 +93,11 @@ class Seq2SeqTask(TaskModule):
     ) -> tuple[list[str], list[list[str]]]:
         datamodule = self._trainer.datamodule if self._trainer is not None else None
         hook = getattr(datamodule, "metric_texts", None)
+        if datamodule is None:
+            raise ConfigError(
+                "module.metrics: text metrics (BLEU, chrF) decode ids through the trainer's "
+                "datamodule and none is attached: pass datamodule= to fit/validate/test"
+            )
         if hook is None:
             raise ConfigError(
                 "module.metrics: text metrics (BLEU, chrF) need a datamodule with "
