@@ -25,8 +25,8 @@ def test_help_lists_groups_and_options(tmp_path):
         name, sep, options = line.partition(": ")
         if sep and "," in options:
             groups[name] = set(options.split(", "))
-    assert {"arithmetic", "parity"} <= groups["task"]
-    assert groups["cell"] == {"rnn", "gru", "lstm"}
+    assert {"arithmetic", "parity", "translate", "chat"} <= groups["task"]
+    assert groups["cell"] == {"rnn", "gru", "lstm", "rnn_scratch", "gru_scratch", "lstm_scratch"}
     assert groups["size"] == {"tiny", "small", "medium", "large"}
     assert groups["accelerator"] == {"auto", "cpu", "ddp_cpu", "gpu", "multi_gpu"}
     assert {"tpe", "random", "cmaes", "grid"} <= groups["hparams_search"]

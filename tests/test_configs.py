@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from conftest import compose_config
+from conftest import REPO, compose_config
 from hydra.errors import ConfigCompositionException, MissingConfigException
 
 from rnnlab.errors import ConfigError
 
-TASKS = ["arithmetic", "parity"]
-CELLS = ["rnn", "gru", "lstm"]
+TASKS = sorted(p.stem for p in (REPO / "configs" / "task").glob("*.yaml"))
+CELLS = ["rnn", "gru", "lstm", "rnn_scratch", "gru_scratch", "lstm_scratch"]
 ACCELERATORS = {
     "auto": ("auto", 1, "auto"),
     "cpu": ("cpu", 1, "auto"),

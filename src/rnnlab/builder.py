@@ -23,10 +23,17 @@ CONFIG_KEY = "rnnlab_config"  # where checkpoints keep the resolved run config
 def instantiate_node(cfg: DictConfig, key: str, **kwargs: Any) -> Any:
     """instantiate(cfg[key]) but surfacing our own errors (which name the key) unwrapped.
 
-    A missing or empty node (an empty group option such as `scheduler=none`) gives None."""
+    A missing or empty node (an empty group option such as `scheduler=none`) gives None, and
+    so does a switchable node whose `enabled` is false (`callbacks.gradient_flow.enabled=true`
+    switches one on); `enabled` itself is not passed on."""
     node = cfg.get(key)
     if not node:
         return None
+    if isinstance(node, DictConfig) and "enabled" in node:
+        if not node.enabled:
+            return None
+        node = OmegaConf.to_container(node, resolve=True)
+        del node["enabled"]
     try:
         return instantiate(node, **kwargs)
     except InstantiationException as error:

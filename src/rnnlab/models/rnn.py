@@ -1,4 +1,9 @@
-"""The recurrent cells every model uses, chosen by name (the `cell=` config group)."""
+"""The recurrent cells every model uses, chosen by name (the `cell=` config group).
+
+`rnn`, `gru`, `lstm` are PyTorch's fused modules (the default: fast); `rnn_scratch`,
+`gru_scratch`, `lstm_scratch` the same maths written out step by step (`rnnlab.models.scratch`),
+slower but readable and able to record hidden states and gates.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,13 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from rnnlab.errors import require
+from rnnlab.models.scratch import SCRATCH, ScratchRNNBase
 
-CELLS: dict[str, type[nn.RNNBase]] = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
+FUSED: dict[str, type[nn.RNNBase]] = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
+CELLS: dict[str, type[nn.Module]] = {
+    **FUSED,
+    **{f"{kind}_scratch": scratch for kind, scratch in SCRATCH.items()},
+}
 
 State = Tensor | tuple[Tensor, Tensor]  # h, or (h, c) for an LSTM; each (layers * dirs, B, H)
 
@@ -19,8 +29,9 @@ def make_rnn(
     num_layers: int = 1,
     dropout: float = 0.0,
     bidirectional: bool = False,
-) -> nn.RNNBase:
-    """A batch-first fused nn.RNN/GRU/LSTM; `dropout` acts between stacked layers only."""
+) -> nn.Module:
+    """A batch-first nn.RNN/GRU/LSTM (or its from-scratch twin); `dropout` acts between stacked
+    layers only."""
     require(cell in CELLS, "model.cell", f"must be one of {sorted(CELLS)}, got {cell!r}")
     require(hidden_size > 0, "model.hidden_size", f"must be a positive integer, got {hidden_size}")
     require(num_layers > 0, "model.num_layers", f"must be a positive integer, got {num_layers}")
@@ -35,8 +46,39 @@ def make_rnn(
     )
 
 
+def cell_kind(rnn: nn.Module) -> str:
+    """'rnn', 'gru' or 'lstm', for a fused or a from-scratch recurrent layer."""
+    if isinstance(rnn, ScratchRNNBase):
+        return rnn.kind
+    for kind, fused in FUSED.items():
+        if isinstance(rnn, fused):
+            return kind
+    raise TypeError(f"not a recurrent layer: {type(rnn).__name__}")
+
+
+def scratch_copy(rnn: nn.Module) -> ScratchRNNBase:
+    """A from-scratch layer with `rnn`'s shape, weights, mode, device and dtype (to look inside
+    a fused one: record h_t and gates for one pass)."""
+    require(not getattr(rnn, "proj_size", 0), "model", "LSTM projections have no scratch twin")
+    kind = cell_kind(rnn)
+    options = {"nonlinearity": rnn.nonlinearity} if kind == "rnn" else {}
+    copy = SCRATCH[kind](
+        rnn.input_size,
+        rnn.hidden_size,
+        rnn.num_layers,
+        bias=rnn.bias,
+        batch_first=rnn.batch_first,
+        dropout=rnn.dropout,
+        bidirectional=rnn.bidirectional,
+        **options,
+    )
+    weight = next(rnn.parameters())
+    copy.load_state_dict(rnn.state_dict())
+    return copy.to(device=weight.device, dtype=weight.dtype).train(rnn.training)
+
+
 def run_rnn(
-    rnn: nn.RNNBase, inputs: Tensor, lengths: Tensor | None = None, state: State | None = None
+    rnn: nn.Module, inputs: Tensor, lengths: Tensor | None = None, state: State | None = None
 ) -> tuple[Tensor, State]:
     """Run `rnn` over a padded batch, packing it when lengths vary.
 

@@ -1,0 +1,184 @@
+"""What the insight callbacks cost: parity training epochs with them absent, off, and on.
+
+- plain: the config without the insight callback nodes at all (`~callbacks.gradient_flow` ...);
+- off:   the default config (the nodes are there with `enabled: false`; goal: ratio <= 1.02);
+- on:    gradient flow every 100 steps + train/grad_norm every step, gate views on the
+         validation epoch, embeddings at the end of fit (all defaults, switched on).
+
+One epoch of the default parity config (LSTM h64, batch 256) with its validation. Whole
+processes here run up to +-15% faster or slower than each other, more than the callbacks cost,
+so each fresh process trains, after a short warm-up epoch, all three variants in a mirrored
+order (plain, off, on, on, off, plain; reversed in the next process) and the figures are ratios *within* a process (mean of
+its two epochs per variant, median step time), then medians over the processes. The time spent
+inside the callbacks' hooks is also added up directly.
+
+    python benchmarks/insight_overhead.py [--repeats 3] [--train-size 100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+
+import torch
+from _common import QUIET, EpochTimer, compose_config, here, in_fresh_process, median
+
+from rnnlab.callbacks.embeddings import EmbeddingProjector
+from rnnlab.callbacks.gates import GateActivations
+from rnnlab.callbacks.gradient_flow import GradientFlow
+
+INSIGHT = ("gradient_flow", "gates", "embeddings")
+VARIANTS = {
+    "plain": [f"~callbacks.{key}" for key in INSIGHT],
+    "off": [],
+    "on": [f"callbacks.{key}.enabled=true" for key in INSIGHT],
+}
+HOOKS = {
+    GradientFlow: ("on_before_optimizer_step", "on_train_batch_end"),
+    GateActivations: ("on_validation_batch_end",),
+    EmbeddingProjector: ("on_fit_end",),
+}
+
+
+class StepTimer(EpochTimer):
+    """The epoch's wall time and each training step's (batch start to batch end)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.steps: list[float] = []
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+        self._step = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        self.steps.append(time.perf_counter() - self._step)
+
+
+def time_hooks() -> dict[str, float]:
+    """Wrap the insight callbacks' hooks (once per process) to add up the time spent inside."""
+    spent = {"seconds": 0.0}
+
+    def timed(original):
+        def wrapper(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                spent["seconds"] += time.perf_counter() - start
+
+        return wrapper
+
+    for cls, names in HOOKS.items():
+        for name in names:
+            setattr(cls, name, timed(getattr(cls, name)))
+    return spent
+
+
+def run_epoch(variant: str, train_size: int, spent: dict[str, float]) -> dict[str, float]:
+    """One epoch (validation included) through rnnlab.train: its seconds, the median step and
+    the seconds inside the insight callbacks (end of fit included)."""
+    import rnnlab.train as entry
+
+    spent["seconds"] = 0.0
+    timer = StepTimer()
+    cfg = compose_config(
+        *QUIET,
+        "task=parity",
+        f"data.train_size={train_size}",
+        "trainer.max_epochs=1",
+        "trainer.num_sanity_val_steps=0",
+        "test=false",
+        "diagnosis.enabled=false",
+        *VARIANTS[variant],
+        output_dir=tempfile.mkdtemp(),
+    )
+    build = entry.build
+
+    def build_and_time(*args, **kwargs):  # add the timer without changing the entry point
+        datamodule, module = build(*args, **kwargs)
+        module.configure_callbacks = lambda: [timer]
+        return datamodule, module
+
+    entry.build = build_and_time
+    try:
+        entry.train(cfg)
+    finally:
+        entry.build = build
+    return {
+        "epoch": timer.seconds[0],
+        "step": median(timer.steps),
+        "steps": len(timer.steps),
+        "insight": spent["seconds"],
+    }
+
+
+def in_one_process(order: list[str], train_size: int) -> dict[str, dict[str, float]]:
+    """Every variant of `order` in this process, after a short warm-up epoch; per variant the
+    mean of its epochs."""
+    spent = time_hooks()
+    run_epoch("plain", max(train_size // 20, 1024), spent)  # warm-up: the first epoch is slower
+    runs: dict[str, list[dict[str, float]]] = {variant: [] for variant in order}
+    for variant in order:
+        runs[variant].append(run_epoch(variant, train_size, spent))
+    return {
+        variant: {key: sum(r[key] for r in results) / len(results) for key in results[0]}
+        for variant, results in runs.items()
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--repeats", type=int, default=3, help="fresh processes")
+    parser.add_argument("--train-size", type=int, default=100_000, help="strings per epoch")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        order, train_size, threads = args.worker[0], int(args.worker[1]), int(args.worker[2])
+        torch.set_num_threads(threads)
+        print(json.dumps(in_one_process(order.split(","), train_size)))
+        return
+
+    script = str(here() / "insight_overhead.py")
+    ratios: dict[str, dict[str, list[float]]] = {v: {"epoch": [], "step": []} for v in VARIANTS}
+    spent, plain_epochs, steps = [], [], 0
+    for repeat in range(args.repeats):
+        half = list(VARIANTS) if repeat % 2 == 0 else list(reversed(VARIANTS))
+        order = half + half[::-1]
+        result = in_fresh_process(script, ",".join(order), str(args.train_size), str(args.threads))
+        plain = result["plain"]
+        for variant in VARIANTS:
+            for key in ("epoch", "step"):
+                ratios[variant][key].append(result[variant][key] / plain[key])
+        spent.append(result["on"]["insight"])
+        plain_epochs.append(plain["epoch"])
+        steps = int(plain["steps"])
+        print(
+            f"  process {repeat + 1} ({','.join(order)}): "
+            + ", ".join(
+                f"{v} {result[v]['epoch']:.2f} s / {1000 * result[v]['step']:.2f} ms"
+                for v in VARIANTS
+            ),
+            flush=True,
+        )
+    print(
+        f"\nparity LSTM h64, {args.train_size} strings ({steps} steps) + validation, one epoch, "
+        f"{args.threads} thread(s); ratios to plain within a process, medians of {args.repeats}"
+    )
+    print(f"{'variant':>8} {'epoch ratio':>12} {'median-step ratio':>18}")
+    for variant in VARIANTS:
+        epoch, step = median(ratios[variant]["epoch"]), median(ratios[variant]["step"])
+        print(f"{variant:>8} {epoch:12.3f} {step:18.3f}")
+    print("goal: off / plain <= 1.02")
+    print(
+        f"time inside the insight callbacks when on: {median(spent):.2f} s per epoch = "
+        f"{median(spent) / median(plain_epochs):.1%} of a plain epoch"
+    )
+
+
+if __name__ == "__main__":
+    main()
