@@ -1,11 +1,11 @@
-"""Test BLEU of the default translate config after N minutes of training on the shared spa.txt.
+"""Test BLEU of the default translate config after fixed CPU budgets on the shared spa.txt.
 
-Trains `python -m rnnlab task=translate data.corpus=files data.path=<spa.txt>` with
-`trainer.max_time` = N minutes (validating every half epoch, so a short run still picks a best
-checkpoint), then scores that checkpoint on the test split: greedy (as trained) and with beam
-search. Extra arguments are config overrides (e.g. `size=small`).
+Trains `python -m rnnlab task=translate data.corpus=files data.path=<spa.txt>` for the largest
+of `--minutes` (wall time, validation included, validating every half epoch), saving the
+weights as they are when each budget runs out, then scores each of those checkpoints on the
+test split: greedy and with beam search. Extra arguments are config overrides (e.g. `size=small`).
 
-    python benchmarks/translate_bleu.py --minutes 10 [--beam 5] [--data spa.txt] [--threads N]
+    python benchmarks/translate_bleu.py --minutes 30 60 [--beam 5] [--data spa.txt] [--threads N]
         [key=value ...]
 """
 
@@ -16,17 +16,39 @@ import time
 from pathlib import Path
 
 import lightning.pytorch as pl
+import torch
 from _common import compose_config, here
 from omegaconf import open_dict
 
 SPA_TXT = here().parents[1] / "shared" / "data" / "translate" / "spa-eng" / "spa.txt"
 
 
+class SaveAtMinutes(pl.Callback):
+    """Save a checkpoint `at-<m>min.ckpt` the first batch after each budget of m minutes."""
+
+    def __init__(self, minutes: list[float], directory: str) -> None:
+        self.marks = sorted(minutes)
+        self.directory = Path(directory)
+        self.saved: dict[float, Path] = {}
+
+    def on_train_start(self, trainer, module) -> None:
+        self.start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, module, *args) -> None:
+        elapsed = (time.perf_counter() - self.start) / 60
+        for mark in self.marks:
+            if mark not in self.saved and elapsed >= mark * 0.995:
+                path = self.directory / f"at-{mark:g}min.ckpt"
+                trainer.save_checkpoint(path)
+                self.saved[mark] = path
+                print(f"{elapsed:.1f} min, step {trainer.global_step}: saved {path}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--minutes", type=float, required=True)
+    parser.add_argument("--minutes", type=float, nargs="+", required=True)
     parser.add_argument("--data", default=str(SPA_TXT))
     parser.add_argument("--beam", type=int, default=5)
     parser.add_argument("--output", default=None, help="run dir (default outputs/benchmarks/...)")
@@ -34,8 +56,6 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     if args.threads:
-        import torch
-
         torch.set_num_threads(args.threads)
     if not Path(args.data).is_file():
         raise SystemExit(f"no corpus at {args.data}: pass --data <spa.txt>")
@@ -57,39 +77,40 @@ def main() -> None:
         *args.overrides,
         output_dir=output,
     )
-    seconds = int(args.minutes * 60)
+    seconds = int(max(args.minutes) * 60) + 60  # the last mark lands inside training
     with open_dict(cfg):
         cfg.trainer.max_time = (
             f"00:{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
         )
+        cfg.test = False
+        cfg.callbacks.save_at_minutes = {
+            "_target_": "__main__.SaveAtMinutes",
+            "minutes": list(args.minutes),
+            "directory": str(Path(output) / "checkpoints"),
+        }
 
     from rnnlab.builder import load_checkpoint
     from rnnlab.train import train
 
-    start = time.perf_counter()
     metrics, objects = train(cfg)
-    trained = time.perf_counter() - start
     trainer = objects["trainer"]
-    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    bleu = objects["module"].metrics["test"]["bleu"]
+    saver = next(c for c in trainer.callbacks if isinstance(c, SaveAtMinutes))
     epochs = trainer.global_step / max(1, trainer.num_training_batches)
-    print(f"trained {trainer.global_step} batches ({epochs:.2f} epochs),")
-    print(f"  {trained / 60:.1f} min including validation and the greedy test; output in {output}")
-    print(
-        f"best val/bleu {metrics.get('val/bleu_best', float('nan')):.2f} ({best or 'no checkpoint'})"
+    print(f"trained {trainer.global_step} batches ({epochs:.2f} epochs); output in {output}")
+    tester = pl.Trainer(
+        accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False
     )
-    print(f"test BLEU (greedy): {metrics['test/bleu']:.2f}  chrF {metrics['test/chrf']:.2f}")
-    if best and args.beam > 1:
-        _, datamodule, module = load_checkpoint(best)
-        module.configure_decoding(beam_size=args.beam, length_penalty=module.length_penalty)
-        tester = pl.Trainer(
-            accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False
-        )
-        beam = tester.test(module, datamodule=datamodule, verbose=False)[0]
-        print(
-            f"test BLEU (beam {args.beam}): {beam['test/bleu']:.2f}  chrF {beam['test/chrf']:.2f}"
-        )
-    print(f"sacreBLEU signature: {bleu.metric.get_signature()}")
+    for mark, path in sorted(saver.saved.items()):
+        _, datamodule, module = load_checkpoint(path)
+        line = f"after {mark:g} min (step {torch.load(path, weights_only=True)['global_step']}):"
+        for beam in sorted({1, args.beam}):
+            module.configure_decoding(beam_size=beam)
+            scores = tester.test(module, datamodule=datamodule, verbose=False)[0]
+            line += (
+                f"  beam {beam}: test BLEU {scores['test/bleu']:.2f} chrF {scores['test/chrf']:.2f}"
+            )
+        print(line, flush=True)
+    print(f"sacreBLEU signature: {module.metrics['test']['bleu'].metric.get_signature()}")
 
 
 if __name__ == "__main__":

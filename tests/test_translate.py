@@ -208,12 +208,13 @@ def test_cleaning_filters_long_and_unbalanced_pairs_and_duplicates(tmp_path, cap
     assert module.stats == {
         "read": len(pairs),
         "empty": 0,
-        "too_long": 1,
-        "bad_ratio": 1,
+        "data.max_length": 1,
+        "data.max_length_ratio": 1,
         "duplicates": 1,
         "kept": len(PAIRS),
     }
-    assert len(kept) == len(PAIRS) and "dropped 1 of" in caplog.text
+    assert len(kept) == len(PAIRS)
+    assert f"dropped 1 of {len(pairs)} pairs outside data.max_length=15" in caplog.text
 
 
 def test_splits_are_seeded_and_share_no_source_sentence(tmp_path):
@@ -523,6 +524,16 @@ def test_bpe_vocab_round_trips_through_a_checkpoint(tmp_path, one_thread):
     assert trained.tgt_vocab.decode(ids) == ["what's", "your", "name", "?"]
     answer = predict.predict_texts(module, restored, [text, ""])
     assert isinstance(answer[0], str) and isinstance(answer[1], InputError)
+
+
+def test_words_typed_without_accents_find_the_accented_vocabulary_word(tmp_path):
+    module = data(write_tsv(tmp_path / "spa.txt", PAIRS * 2), min_count=1)
+    module.setup()
+    assert "español" in module.src_vocab.stoi and "espanol" not in module.src_vocab.stoi
+    encoded = module.encode_input("Hablas espanol")
+    assert module.src_vocab.decode(encoded["src_tokens"].tolist()) == ["hablas", "español"]
+    unknown = module.encode_input("Hablas klingon")["src_tokens"].tolist()
+    assert unknown[1] == module.src_vocab.unk_id
 
 
 def test_sample_pairs_start_with_the_book_sentences(tmp_path):

@@ -46,10 +46,16 @@ def diagnose(
     val_value: float,
     target_error: float = 0.0,
     tolerance: float = 0.02,
+    perfect: float | None = None,
 ) -> tuple[str, dict[str, float]]:
     """One paragraph: high bias (under-fitting), high variance (over-fitting), both, or neither,
-    with the figures used and the book's remedy. Returns (text, figures)."""
-    to_error = (lambda v: 1.0 - v) if mode == "max" else (lambda v: v)
+    with the figures used and the book's remedy. Returns (text, figures).
+
+    Error is the distance from the metric's `perfect` value: by default 1 for a metric to
+    maximise (accuracy) and 0 for one to minimise (a loss); BLEU's is 100, perplexity's 1."""
+    if perfect is None:
+        perfect = 1.0 if mode == "max" else 0.0
+    to_error = (lambda v: perfect - v) if mode == "max" else (lambda v: v - perfect)
     train_error, val_error = to_error(train_value), to_error(val_value)
     bias, variance = train_error - target_error, val_error - train_error
     high_bias, high_variance = bias > tolerance, variance > tolerance

@@ -11,9 +11,12 @@ continuation to the terminal as it is generated; `length=`, `temperature=`, `top
 `greedy=true` and `seed=` set the sampling (no seed: different text every run). On stdin, line
 breaks inside a generated answer are written as `\\n`, so it stays one line per input line.
 
-Translation (task=translate): `text="¿Cómo te llamas?"`, `beam_size=5` (batched beam search) and
-`length_penalty=` choose the decoding; `interactive=true` opens a prompt (any task) that answers
-one line at a time until Ctrl-D or Ctrl-C.
+Seq2seq tasks (translate, chat, arithmetic): `text="¿Cómo te llamas?"`; `beam_size=5` (batched
+beam search) and `length_penalty=`, or `sample=true` with `temperature=`, `top_k=` (one k or a
+schedule such as `[3,2]`), `top_p=`, `seed=`; `suppress_unk=true`, `no_repeat=true`,
+`min_length=` and `max_length=` constrain any of them (defaults: the checkpoint's).
+`interactive=true` (or `python -m rnnlab.chat`) opens a prompt (any task) that answers one line
+at a time until Ctrl-D or Ctrl-C.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 from rnnlab.data.base import TaskDataModule
 from rnnlab.errors import InputError, RnnlabError
 from rnnlab.tasks.base import TaskModule
+from rnnlab.tasks.seq2seq import DECODING_DEFAULTS
 
 USAGE = (
     "usage: python -m rnnlab.predict ckpt_path=<file.ckpt> [text=<input> | image=<file.png>] "
@@ -37,8 +41,12 @@ USAGE = (
 GENERATION_OPTIONS = ("length", "temperature", "top_k", "top_p", "greedy", "seed")
 USAGE += "\n  generation: [length=200] [temperature=1.0] [top_k=K] [top_p=P] [greedy=true] [seed=N]"
 # Sequence-to-sequence decoding (task=translate, arithmetic): beam search instead of greedy.
-DECODING_OPTIONS = ("beam_size", "length_penalty")
-USAGE += "\n  seq2seq: [beam_size=1] [length_penalty=1.0]"
+DECODING_OPTIONS = tuple(DECODING_DEFAULTS)
+USAGE += (
+    "\n  seq2seq: [beam_size=1] [length_penalty=1.0] [sample=true] [temperature=1.0] [top_k=K|[3,2]]"
+    "\n    [top_p=P] [seed=N] [suppress_unk=true] [no_repeat=true] [min_length=N]"
+    " [max_length=N]"
+)
 USAGE += "\n  interactive=true: a prompt, one input per line (Ctrl-D or Ctrl-C quits)"
 
 
@@ -158,34 +166,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     batch_size = int(args.get("batch_size", 256))
-    generation = {key: args[key] for key in GENERATION_OPTIONS if key in args}
-    if hasattr(module, "configure_generation"):
+    options = {key: args[key] for key in args if key in (*GENERATION_OPTIONS, *DECODING_OPTIONS)}
+    if options:
+        configure = getattr(module, "configure_generation", None)
+        accepted, current = GENERATION_OPTIONS, {"seed": None}
+        if configure is None and hasattr(module, "configure_decoding"):
+            configure, accepted, current = module.configure_decoding, DECODING_OPTIONS, {}
+        wrong = sorted(set(options) - set(accepted if configure else ()))
+        if wrong:
+            kind = "text generation" if accepted is GENERATION_OPTIONS else "seq2seq decoding"
+            print(f"error: {wrong} are not options of this task's {kind}\n{USAGE}", file=sys.stderr)
+            return 2
         try:
-            module.configure_generation(**{"seed": None, **generation})
+            configure(**{**current, **options})
         except RnnlabError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
-    elif generation:
-        print(
-            f"error: {sorted(generation)} only apply to text generation\n{USAGE}", file=sys.stderr
-        )
-        return 2
-    decoding = {key: args[key] for key in DECODING_OPTIONS if key in args}
-    if decoding and not hasattr(module, "configure_decoding"):
-        print(f"error: {sorted(decoding)} only apply to seq2seq tasks\n{USAGE}", file=sys.stderr)
-        return 2
-    if decoding:
-        try:
-            module.configure_decoding(
-                **{
-                    "beam_size": module.beam_size,
-                    "length_penalty": module.length_penalty,
-                    **decoding,
-                }
-            )
-        except RnnlabError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
+    elif hasattr(module, "configure_generation"):
+        module.configure_generation(seed=None)
     if args.get("interactive"):
         return interactive(module, datamodule)
     if input_key in args and hasattr(module, "stream_batch") and hasattr(datamodule, "stream_text"):

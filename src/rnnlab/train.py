@@ -151,6 +151,7 @@ def run_diagnosis(
         val_value,
         cfg.diagnosis.target_error,
         cfg.diagnosis.tolerance,
+        cfg.diagnosis.get("perfect"),
     )
     print(text)
     for logger in trainer.loggers:

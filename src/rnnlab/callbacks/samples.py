@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import lightning.pytorch as pl
+import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from rich import get_console
 from rich.markup import escape
@@ -13,19 +14,30 @@ from rnnlab.predict import predict_texts
 
 def render_samples(
     module: pl.LightningModule, datamodule, split: str, count: int
-) -> list[tuple[bool, str]]:
-    """(correct?, line) for the first `count` examples of a split, through the predict path."""
+) -> list[tuple[bool | None, str]]:
+    """(correct?, line) for the first `count` examples of a split, through the predict path;
+    correct? is None for an input with no expected answer (a chatbot's prompt). Random
+    decoding draws from its own copy of the RNG state, so showing samples never changes
+    training."""
     pairs = datamodule.sample_pairs(split, count)
-    answers = predict_texts(module, datamodule, [text for text, _ in pairs])
+    device = module.device
+    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+        answers = predict_texts(module, datamodule, [text for text, _ in pairs])
     lines = []
     for (text, expected), answer in zip(pairs, answers):
         if isinstance(answer, InputError):
             answer = f"<{answer}>"
+        line = f"{text}{datamodule.answer_separator}{answer}"
+        if expected is None:
+            lines.append((None, line))
+            continue
         # An answer may add detail after the label ("7 (p=0.98)"); the label decides.
         ok = answer == expected or answer.startswith(f"{expected} (")
-        line = f"{text}{datamodule.answer_separator}{answer}"
         lines.append((ok, line if ok else f"{line} ({expected})"))
     return lines
+
+
+MARKS = {True: ("✓", "[green]✓[/green]"), False: ("✗", "[red]✗[/red]"), None: ("•", "•")}
 
 
 class PredictionSamples(pl.Callback):
@@ -37,17 +49,17 @@ class PredictionSamples(pl.Callback):
 
     def _show(self, trainer: pl.Trainer, module: pl.LightningModule, split: str) -> None:
         lines = render_samples(module, trainer.datamodule, split, self.num_samples)
-        correct = sum(ok for ok, _ in lines)
-        title = f"{split} samples, epoch {trainer.current_epoch}: {correct}/{len(lines)} right"
+        judged = [ok for ok, _ in lines if ok is not None]
+        title = f"{split} samples, epoch {trainer.current_epoch}"
+        if judged:
+            title += f": {sum(judged)}/{len(judged)} right"
         console = get_console()
         console.print(f"[bold]{title}[/bold]")
         for ok, line in lines:
-            console.print(
-                f"  [green]✓[/green] {escape(line)}" if ok else f"  [red]✗[/red] {escape(line)}"
-            )
+            console.print(f"  {MARKS[ok][1]} {escape(line)}")
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
-                text = "\n".join(f"    {'✓' if ok else '✗'} {line}" for ok, line in lines)
+                text = "\n".join(f"    {MARKS[ok][0]} {line}" for ok, line in lines)
                 logger.experiment.add_text(f"{split}/samples", text, trainer.global_step)
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import gc
 import logging
 import math
+import unicodedata
 import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -171,13 +172,7 @@ class TranslationData(TaskDataModule):
         **loader_options,
     ):
         super().__init__(**loader_options)
-        require(corpus in CORPORA, "data.corpus", f"must be one of {CORPORA}, got {corpus!r}")
-        require(
-            corpus != "files" or bool(path),
-            "data.path",
-            "data.corpus=files needs data.path: a TSV file (English<TAB>Spanish), a Moses pair "
-            "[x.es, x.en] or an OPUS zip; or use data.corpus=tatoeba to download one",
-        )
+        self._check_source(corpus, path)
         require(
             tokenizer in TOKENIZERS,
             "data.tokenizer",
@@ -246,8 +241,18 @@ class TranslationData(TaskDataModule):
         self.references: list[list[str]] = []  # indexed by a batch's example_ids
         self._oov_words: list[str] = []  # source words outside the vocabulary (src_words ids)
         self._oov_index: dict[str, int] = {}
+        self._accent_free: dict[str, str] | None = None  # accent-free spelling -> vocab word
 
     # Reading ---------------------------------------------------------------------------------
+    def _check_source(self, corpus: str, path: str | Sequence[str] | None) -> None:
+        require(corpus in CORPORA, "data.corpus", f"must be one of {CORPORA}, got {corpus!r}")
+        require(
+            corpus != "files" or bool(path),
+            "data.path",
+            "data.corpus=files needs data.path: a TSV file (English<TAB>Spanish), a Moses pair "
+            "[x.es, x.en] or an OPUS zip; or use data.corpus=tatoeba to download one",
+        )
+
     def _corpus_file(self) -> Path:
         pair = "-".join(sorted((self.source_lang, self.target_lang)))
         return self.data_dir / f"{self.corpus}.{pair}.txt.zip"
@@ -315,23 +320,32 @@ class TranslationData(TaskDataModule):
         except CorpusError as error:
             raise DataError(str(error)) from None
 
+    def tokens(self, text: str) -> list[str]:
+        """A sentence as the model's tokens (training data and predict inputs alike)."""
+        return tokenize(text, lowercase=self.lowercase)
+
+    def _reject(self, src: list[str], tgt: list[str]) -> str | None:
+        """Why a tokenised pair is filtered out (a config key to loosen), or None to keep it."""
+        if self.max_length is not None and max(len(src), len(tgt)) > self.max_length:
+            return "data.max_length"
+        ratio = max(len(src), len(tgt)) / min(len(src), len(tgt))
+        if self.max_length_ratio is not None and ratio > self.max_length_ratio:
+            return "data.max_length_ratio"
+        return None
+
     def _clean(self, pairs: Iterator[tuple[str, str]]) -> list[tuple[str, list[str], list[str]]]:
-        """Tokenise, filter by length and length ratio, drop duplicates; counts in `stats`."""
+        """Tokenise, filter (`_reject`), drop duplicates; counts in `stats`."""
         kept, seen = [], set()
-        stats = dict.fromkeys(("read", "empty", "too_long", "bad_ratio", "duplicates", "kept"), 0)
+        stats = dict.fromkeys(("read", "empty", "duplicates", "kept"), 0)
         for source, target in pairs:
             stats["read"] += 1
-            src = tokenize(source, lowercase=self.lowercase)
-            tgt = tokenize(target, lowercase=self.lowercase)
+            src, tgt = self.tokens(source), self.tokens(target)
             if not src or not tgt:  # e.g. a line of only spaces after normalisation
                 stats["empty"] += 1
                 continue
-            if self.max_length is not None and max(len(src), len(tgt)) > self.max_length:
-                stats["too_long"] += 1
-                continue
-            ratio = max(len(src), len(tgt)) / min(len(src), len(tgt))
-            if self.max_length_ratio is not None and ratio > self.max_length_ratio:
-                stats["bad_ratio"] += 1
+            reason = self._reject(src, tgt)
+            if reason is not None:
+                stats[reason] = stats.get(reason, 0) + 1
                 continue
             key = (tuple(src), tuple(tgt))
             if key in seen:
@@ -341,19 +355,17 @@ class TranslationData(TaskDataModule):
             kept.append((source, src, tgt))
         stats["kept"] = len(kept)
         self.stats = stats
-        if stats["too_long"]:
-            log.warning(
-                "dropped %d of %d pairs longer than data.max_length=%s tokens",
-                stats["too_long"],
-                stats["read"],
-                self.max_length,
-            )
-        if stats["bad_ratio"]:
-            log.warning(
-                "dropped %d pairs whose length ratio is above data.max_length_ratio=%s",
-                stats["bad_ratio"],
-                self.max_length_ratio,
-            )
+        for reason, count in stats.items():
+            if reason.startswith("data."):
+                log.warning(
+                    "dropped %d of %d pairs outside %s=%s",
+                    count,
+                    stats["read"],
+                    reason,
+                    getattr(self, reason.removeprefix("data.")),
+                )
+        if stats["empty"]:
+            log.info("skipped %d pairs with an empty side", stats["empty"])
         if stats["duplicates"]:
             log.info("dropped %d duplicate pairs", stats["duplicates"])
         return kept
@@ -401,8 +413,8 @@ class TranslationData(TaskDataModule):
             by_split[split_of[tuple(example[1])]].append(example)
         train = by_split["train"]
         if self.src_vocab is None or self.tgt_vocab is None:  # a checkpoint's vocab wins
-            self.src_vocab = self._build_vocab([src for _, src, _ in train], self.src_vocab_size)
-            self.tgt_vocab = self._build_vocab([tgt for _, _, tgt in train], self.tgt_vocab_size)
+            self._build_vocabs(train)
+            self._accent_free = None
         self.references = []
         self.train_set = self._dataset(train, "train")
         for split in ("val", "test"):
@@ -429,6 +441,10 @@ class TranslationData(TaskDataModule):
         for text, src, tgt in pairs:
             grouped.setdefault(tuple(src), (text, src, []))[2].append(tgt)
         return list(grouped.values())
+
+    def _build_vocabs(self, train: list[tuple[str, list[str], list[str]]]) -> None:
+        self.src_vocab = self._build_vocab([src for _, src, _ in train], self.src_vocab_size)
+        self.tgt_vocab = self._build_vocab([tgt for _, _, tgt in train], self.tgt_vocab_size)
 
     def _build_vocab(self, sequences: list[list[str]], size: int) -> Vocab | BPEVocab:
         if self.tokenizer == "bpe":
@@ -546,6 +562,7 @@ class TranslationData(TaskDataModule):
                 "pad_id": 0,
                 "sos_id": 2,
                 "eos_id": 3,
+                "unk_id": 1,
                 "max_target_len": max_len,
             }
         return {
@@ -554,6 +571,7 @@ class TranslationData(TaskDataModule):
             "pad_id": self.tgt_vocab.pad_id,
             "sos_id": self.tgt_vocab.sos_id,
             "eos_id": self.tgt_vocab.eos_id,
+            "unk_id": self.tgt_vocab.unk_id,
             "max_target_len": self.max_target_len + 2,  # <eos> and one token to spare
         }
 
@@ -572,6 +590,7 @@ class TranslationData(TaskDataModule):
             return
         self.src_vocab = vocab_from_dict(state["src_vocab"])
         self.tgt_vocab = vocab_from_dict(state["tgt_vocab"])
+        self._accent_free = None
         self.max_source_len = state["max_source_len"]
         self.max_target_len = state["max_target_len"]
 
@@ -579,9 +598,11 @@ class TranslationData(TaskDataModule):
     def encode_input(self, text: str) -> dict[str, Tensor]:
         if self.src_vocab is None:
             raise RuntimeError("TranslationData has no vocabulary: call setup() or load a state")
-        words = tokenize(text, lowercase=self.lowercase)
+        words = self.tokens(text)
         if not words:
             raise InputError("empty sentence: type a sentence to translate, e.g. ¿Cómo te llamas?")
+        if self.word_level:
+            words = [self._known_spelling(word) for word in words]
         example = self._encode_source(words)
         ids = example["src_tokens"]
         if bool((ids == self.src_vocab.unk_id).all()):
@@ -605,6 +626,17 @@ class TranslationData(TaskDataModule):
                 for key, value in example.items()
             }
         return example
+
+    def _known_spelling(self, word: str) -> str:
+        """An unknown word typed without its accents (`espanol`, as the book types it) -> the
+        most frequent vocabulary word that differs only by accents (`español`), else itself."""
+        if word in self.src_vocab.stoi:
+            return word
+        if self._accent_free is None:
+            self._accent_free = {}
+            for known in reversed(self.src_vocab.itos):  # most frequent last: it wins
+                self._accent_free[strip_accents(known)] = known
+        return self._accent_free.get(strip_accents(word), word)
 
     def decode_output(self, output: dict[str, Tensor]) -> list[str]:
         """Generated ids -> text. With `unk_replace` (word level), each `<unk>` becomes the source
@@ -680,13 +712,19 @@ class TranslationData(TaskDataModule):
         source sentence is scored against all its translations in the file."""
         pairs = []
         for text, target in self.read_pairs([path]):
-            src = tokenize(text, lowercase=self.lowercase)
-            tgt = tokenize(target, lowercase=self.lowercase)
+            src, tgt = self.tokens(text), self.tokens(target)
             if src and tgt:
                 pairs.append((text, src, tgt))
         if not pairs:
             raise DataError(f"{path} has no sentence pairs (expected target<TAB>source lines)")
         return self._dataset(self._group_by_source(pairs), "test")
+
+
+def strip_accents(word: str) -> str:
+    """`español` -> `espanol`: drop combining marks after canonical decomposition."""
+    if word.isascii():
+        return word
+    return "".join(c for c in unicodedata.normalize("NFD", word) if not unicodedata.combining(c))
 
 
 def _encode_all(vocab: Vocab | BPEVocab, sequences: list[list[str]]) -> list[list[int]]:

@@ -2,12 +2,13 @@
 
 A decoder exposes `step(prev_tokens (B,), state) -> (logits (B, V), state, attention (B, S) | None)`
 and a state with `index_select(index)` (reorders the batch dim, as beam search needs). Greedy
-decoding lives here; beam search and sampling plug in beside it with the same contract.
+decoding, sampling (temperature, top-k, top-p) and batched beam search share that contract, and
+`constrain_step` wraps a step function so any of them avoids given tokens or repeats.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
 import torch
@@ -60,7 +61,45 @@ def greedy_decode(
     return torch.stack(tokens, 1), torch.stack(weights, 1) if weights else None
 
 
+def constrain_step(
+    step: StepFn,
+    *,
+    banned_ids: Sequence[int] = (),
+    no_repeat: bool = False,
+    eos_id: int | None = None,
+    min_length: int = 0,
+) -> StepFn:
+    """`step` whose logits never pick `banned_ids` (e.g. <unk>), nor, with `no_repeat`, the token
+    just fed (no "ha ha ha"), nor `eos_id` before `min_length` tokens (no empty reply). Works
+    under every decoder here (finished rows ignore their logits)."""
+    banned = list(banned_ids)
+    position = 0
+
+    def constrained(prev: Tensor, state: Any) -> tuple[Tensor, Any, Tensor | None]:
+        nonlocal position
+        logits, state, attention = step(prev, state)
+        logits = logits.clone()
+        if banned:
+            logits[:, banned] = float("-inf")
+        if no_repeat:
+            logits.scatter_(1, prev[:, None], float("-inf"))
+        if eos_id is not None and position < min_length:
+            logits[:, eos_id] = float("-inf")
+        position += 1
+        return logits, state, attention
+
+    return constrained
+
+
 # Sampling ------------------------------------------------------------------------------------
+def top_k_at(top_k: int | Sequence[int] | None, position: int) -> int | None:
+    """k for the `position`-th generated token: one k for all, or a schedule whose last entry
+    holds on (the book's chatbot: [3, 2] = top 3 for the first word, top 2 after)."""
+    if top_k is None or isinstance(top_k, int):
+        return top_k
+    return int(top_k[min(position, len(top_k) - 1)])
+
+
 def filter_top_k(logits: Tensor, k: int | None) -> Tensor:
     """Keep the k largest logits of each row, set the rest to -inf: (B, V) -> (B, V).
 
@@ -119,7 +158,7 @@ def iter_sample(
     start_tokens: Tensor,
     max_len: int,
     temperature: float = 1.0,
-    top_k: int | None = None,
+    top_k: int | Sequence[int] | None = None,
     top_p: float | None = None,
     greedy: bool = False,
     generator: torch.Generator | None = None,
@@ -128,14 +167,15 @@ def iter_sample(
 
     `start_tokens` (B,) are fed at the first step (<sos>, or the last token of a prompt whose
     other tokens are already in `state`); each sampled token is fed back at the next step.
+    `top_k` is one k or a per-position schedule (`top_k_at`).
     """
     prev = start_tokens
-    for _ in range(max_len):
+    for position in range(max_len):
         logits, state, _ = step(prev, state)
         prev = sample_next(
             logits,
             temperature=temperature,
-            top_k=top_k,
+            top_k=top_k_at(top_k, position),
             top_p=top_p,
             greedy=greedy,
             generator=generator,
@@ -151,7 +191,7 @@ def sample_decode(
     start_tokens: Tensor,
     max_len: int,
     temperature: float = 1.0,
-    top_k: int | None = None,
+    top_k: int | Sequence[int] | None = None,
     top_p: float | None = None,
     greedy: bool = False,
     generator: torch.Generator | None = None,

@@ -11,7 +11,9 @@ the autoregressive one attends from its previous state before each step (Bahdana
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -19,8 +21,14 @@ from torch import Tensor, nn
 
 from rnnlab.errors import require
 from rnnlab.models.attention import BahdanauAttention
-from rnnlab.models.decoding import beam_search, greedy_decode, mask_after_eos
-from rnnlab.models.rnn import State, last_layer_summary, make_rnn, run_rnn
+from rnnlab.models.decoding import (
+    beam_search,
+    constrain_step,
+    greedy_decode,
+    mask_after_eos,
+    sample_decode,
+)
+from rnnlab.models.rnn import State, cell_kind, last_layer_summary, make_rnn, run_rnn
 
 DECODERS = ("repeat", "autoregressive")
 ATTENTIONS = ("none", "bahdanau")
@@ -30,9 +38,9 @@ def _map_state(state: State, fn) -> State:
     return tuple(fn(s) for s in state) if isinstance(state, tuple) else fn(state)
 
 
-def rnn_step(rnn: nn.RNNBase, inputs: Tensor, state: State) -> tuple[Tensor, State]:
-    """One time step of a batch-first, unidirectional nn.RNN/GRU/LSTM, computed with the cell
-    functions (torch.lstm_cell, ...) on the module's own weights.
+def rnn_step(rnn: nn.Module, inputs: Tensor, state: State) -> tuple[Tensor, State]:
+    """One time step of a batch-first, unidirectional nn.RNN/GRU/LSTM (fused or from scratch),
+    computed with the cell functions (torch.lstm_cell, ...) on the module's own weights.
 
     inputs (B, F), state (layers, B, H) or an LSTM pair -> output (B, H), next state: the same
     maths as `rnn(inputs[:, None], state)`, dropout between layers included. The fused
@@ -40,7 +48,8 @@ def rnn_step(rnn: nn.RNNBase, inputs: Tensor, state: State) -> tuple[Tensor, Sta
     sequence each call and its threads wait on each other when the cores are shared: 9 vs 6 ms
     per step on one thread, 76 vs 5 ms on two busy ones, for LSTM-256 at batch 64).
     """
-    lstm, gru = isinstance(rnn, nn.LSTM), isinstance(rnn, nn.GRU)
+    kind = cell_kind(rnn)  # fused or from scratch: same weight names, same maths
+    lstm, gru = kind == "lstm", kind == "gru"
     if lstm and rnn.proj_size:
         output, state = rnn(inputs.unsqueeze(1), state)
         return output.squeeze(1), state
@@ -231,6 +240,7 @@ class Seq2Seq(nn.Module):
         sos_id: int,
         eos_id: int,
         max_target_len: int,
+        unk_id: int | None = None,
         cell: str = "lstm",
         embedding_dim: int = 64,
         hidden_size: int = 128,
@@ -274,7 +284,7 @@ class Seq2Seq(nn.Module):
             "model.readout_size",
             f"must be null or a positive integer with decoder=autoregressive, got {readout_size}",
         )
-        self.pad_id, self.sos_id, self.eos_id = pad_id, sos_id, eos_id
+        self.pad_id, self.sos_id, self.eos_id, self.unk_id = pad_id, sos_id, eos_id, unk_id
         self.max_target_len = max_target_len
         self.teacher_forcing = teacher_forcing
         self.num_directions = 2 if bidirectional else 1
@@ -368,46 +378,65 @@ class Seq2Seq(nn.Module):
         *,
         beam_size: int = 1,
         length_penalty: float = 1.0,
+        sampling: Mapping[str, Any] | None = None,
+        banned_ids: Sequence[int] = (),
+        no_repeat: bool = False,
+        min_length: int = 0,
     ) -> dict[str, Tensor]:
-        """Greedy output (beam_size=1), or the best of a batched beam search (autoregressive
-        decoder only): tokens (B, T) ending in <eos> then <pad>; attention (B, T, S) if any."""
+        """Greedy output (beam_size=1), the best of a batched beam search, or a sample
+        (`sampling`: `sample_decode`'s temperature/top_k/top_p/generator); the last two need the
+        autoregressive decoder, which can also be kept from `banned_ids`, immediate repeats and
+        ending before `min_length` tokens (`constrain_step`).
+        Returns tokens (B, T) ending in <eos> then <pad>, and attention (B, T, S) if any."""
         max_len = max_len or self.max_target_len
         require(beam_size >= 1, "beam_size", f"must be a positive integer, got {beam_size}")
+        constraints = bool(banned_ids) or no_repeat or min_length > 0
+        constrained = beam_size > 1 or sampling is not None or constraints
         require(
-            beam_size == 1 or self.autoregressive,
-            "beam_size",
-            "beam search needs model.decoder=autoregressive",
+            self.autoregressive or not constrained,
+            "beam_size" if beam_size > 1 else "decoding",
+            "beam search, sampling and banned tokens need model.decoder=autoregressive",
         )
-        if beam_size > 1:
-            tokens, weights = beam_search(
-                self.decoder.step,
-                self._initial_state(src_tokens, src_lengths),
-                beam_size=beam_size,
-                sos_id=self.sos_id,
-                eos_id=self.eos_id,
-                pad_id=self.pad_id,
-                max_len=max_len,
-                length_penalty=length_penalty,
-                batch_size=len(src_tokens),
-                device=src_tokens.device,
-            )
-        elif not self.autoregressive:
+        if not self.autoregressive:
             logits, weights = self(
                 src_tokens, src_lengths, src_tokens.new_zeros(len(src_tokens), max_len)
             )
             tokens = mask_after_eos(logits.argmax(-1), self.eos_id, self.pad_id)
+            return (
+                {"tokens": tokens} if weights is None else {"tokens": tokens, "attention": weights}
+            )
+        step = self.decoder.step
+        if constraints:
+            step = constrain_step(
+                step,
+                banned_ids=banned_ids,
+                no_repeat=no_repeat,
+                eos_id=self.eos_id,
+                min_length=min_length,
+            )
+        state = self._initial_state(src_tokens, src_lengths)
+        common = dict(eos_id=self.eos_id, pad_id=self.pad_id, max_len=max_len)
+        if sampling is not None:
+            start = src_tokens.new_full((len(src_tokens),), self.sos_id)
+            tokens, weights = sample_decode(step, state, start_tokens=start, **sampling, **common)
+        elif beam_size > 1:
+            tokens, weights = beam_search(
+                step,
+                state,
+                beam_size=beam_size,
+                sos_id=self.sos_id,
+                length_penalty=length_penalty,
+                batch_size=len(src_tokens),
+                device=src_tokens.device,
+                **common,
+            )
         else:
             tokens, weights = greedy_decode(
-                self.decoder.step,
-                self._initial_state(src_tokens, src_lengths),
+                step,
+                state,
                 batch_size=len(src_tokens),
                 sos_id=self.sos_id,
-                eos_id=self.eos_id,
-                pad_id=self.pad_id,
-                max_len=max_len,
                 device=src_tokens.device,
+                **common,
             )
-        result = {"tokens": tokens}
-        if weights is not None:
-            result["attention"] = weights
-        return result
+        return {"tokens": tokens} if weights is None else {"tokens": tokens, "attention": weights}

@@ -10,12 +10,88 @@ Metrics come in three kinds, told apart by class:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torchmetrics import Metric
 
 from rnnlab.errors import ConfigError, require
 from rnnlab.metrics import TextMetric, TokenNLL
 from rnnlab.tasks.base import TaskModule
+
+DECODING_DEFAULTS: dict[str, Any] = {
+    "beam_size": 1,  # 1 = greedy
+    "length_penalty": 1.0,  # beam ranking: log p / length ** length_penalty
+    "sample": False,  # draw each token instead (temperature, top_k, top_p, seed)
+    "temperature": 1.0,
+    "top_k": None,  # one k, or a schedule [k_first, k_next, ...] (the book's chatbot: [3, 2])
+    "top_p": None,
+    "seed": None,  # sampling: None = fresh randomness every call
+    "suppress_unk": False,  # never output <unk>
+    "no_repeat": False,  # never repeat the token just output
+    "min_length": 0,  # output at least this many tokens before <eos> (1: never empty)
+    "max_length": None,  # output tokens (None: the longest training target + 2)
+}
+
+
+def check_decoding(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Decoding options merged over the defaults and validated (ConfigError names the key)."""
+    unknown = set(options) - set(DECODING_DEFAULTS)
+    require(
+        not unknown,
+        "decoding",
+        f"unknown option(s) {sorted(unknown)}; known: {sorted(DECODING_DEFAULTS)}",
+    )
+    merged = {**DECODING_DEFAULTS, **options}
+    top_k = merged["top_k"]
+    try:
+        if top_k is not None and not isinstance(top_k, int):
+            top_k = [int(k) for k in top_k]
+        for key in ("temperature", "length_penalty"):
+            merged[key] = float(merged[key])
+        for key in ("min_length", "max_length", "seed", "top_p"):
+            if merged[key] is not None:
+                merged[key] = (float if key == "top_p" else int)(merged[key])
+    except (TypeError, ValueError) as error:
+        raise ConfigError(
+            f"decoding: options must be numbers (top_k: one or a list): {error}"
+        ) from None
+    merged["top_k"] = top_k
+    beam = merged["beam_size"]
+    require(
+        isinstance(beam, int) and beam >= 1,
+        "beam_size",
+        f"must be a positive integer, got {beam!r}",
+    )
+    require(
+        not (merged["sample"] and beam > 1),
+        "beam_size",
+        "sample=true draws one reply: use beam_size=1",
+    )
+    require(
+        float(merged["temperature"]) > 0, "temperature", f"must be > 0, got {merged['temperature']}"
+    )
+    ks = [] if top_k is None else [top_k] if isinstance(top_k, int) else top_k
+    require(
+        all(k >= 1 for k in ks) and (top_k is None or ks),
+        "top_k",
+        f"must be positive integers, got {top_k}",
+    )
+    top_p = merged["top_p"]
+    require(top_p is None or 0 < float(top_p) <= 1, "top_p", f"must be in (0, 1], got {top_p}")
+    require(
+        int(merged["min_length"]) >= 0, "min_length", f"must be >= 0, got {merged['min_length']}"
+    )
+    length = merged["max_length"]
+    require(
+        length is None or int(length) >= 1,
+        "max_length",
+        f"must be a positive integer, got {length}",
+    )
+    return merged
 
 
 class Seq2SeqTask(TaskModule):
@@ -23,36 +99,50 @@ class Seq2SeqTask(TaskModule):
 
     Validation and test metrics score what the model *generates*, not the teacher-forced
     next-token guesses, so exact match means what a user will see. Validation decodes greedily
-    (fast, comparable across epochs); predictions and the test stage use `beam_size` (1 =
-    greedy) and `length_penalty` (see `rnnlab.models.decoding.beam_search`).
+    (fast, comparable across epochs); predictions and the test stage use the decoding options
+    (`DECODING_DEFAULTS`: greedy, beam search or sampling, with optional constraints). A
+    sampling test stage without a seed draws from torch's global generator, which the run seeds.
     """
 
     def __init__(
         self,
-        *args,
+        net: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+        scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
+        metrics: Mapping[str, Metric] | None = None,
+        *,
         label_smoothing: float = 0.0,
-        beam_size: int = 1,
-        length_penalty: float = 1.0,
-        **kwargs,
+        **decoding: Any,
     ):
-        super().__init__(*args, **kwargs)
+        super().__init__(net, optimizer, scheduler, metrics)
         self.label_smoothing = label_smoothing
-        self.configure_decoding(beam_size=beam_size, length_penalty=length_penalty)
+        self.configure_decoding(**decoding)
 
-    def configure_decoding(self, beam_size: int = 1, length_penalty: float = 1.0) -> None:
-        """How `predict_batch` and the test stage decode (rnnlab.predict sets it per call)."""
+    def configure_decoding(self, **options: Any) -> None:
+        """Change how `predict_batch` and the test stage decode (rnnlab.predict sets it per call);
+        options not given keep their current values."""
+        decoding = check_decoding({**getattr(self, "decoding", {}), **options})
+        searching = decoding["beam_size"] > 1 or decoding["sample"]
+        constrained = decoding["suppress_unk"] or decoding["no_repeat"] or decoding["min_length"]
         require(
-            isinstance(beam_size, int) and beam_size >= 1,
-            "beam_size",
-            f"must be a positive integer, got {beam_size!r}",
+            not (searching or constrained) or getattr(self.net, "autoregressive", True),
+            "beam_size" if decoding["beam_size"] > 1 else "sample",
+            "beam search, sampling and constraints need model.decoder=autoregressive",
         )
         require(
-            beam_size == 1 or getattr(self.net, "autoregressive", True),
-            "beam_size",
-            "beam search needs model.decoder=autoregressive",
+            not decoding["suppress_unk"] or getattr(self.net, "unk_id", None) is not None,
+            "suppress_unk",
+            "the model has no <unk> token",
         )
-        self.beam_size = beam_size
-        self.length_penalty = float(length_penalty)
+        self.decoding = decoding
+
+    @property
+    def beam_size(self) -> int:
+        return self.decoding["beam_size"]
+
+    @property
+    def length_penalty(self) -> float:
+        return self.decoding["length_penalty"]
 
     def model_step(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         tgt = batch["tgt_tokens"]
@@ -65,17 +155,37 @@ class Seq2SeqTask(TaskModule):
         )
         return {"loss": loss, "logits": logits}
 
-    def _generate(self, batch: dict[str, Tensor], beam_size: int) -> dict[str, Tensor]:
+    def _generate(self, batch: dict[str, Tensor], search: bool = True) -> dict[str, Tensor]:
+        """Decode with the configured options; `search=False` keeps the constraints but decodes
+        greedily (validation)."""
+        options = self.decoding
+        sampling = None
+        if search and options["sample"]:
+            generator = None
+            if options["seed"] is not None:
+                generator = torch.Generator(batch["src_tokens"].device).manual_seed(options["seed"])
+            sampling = {
+                "temperature": float(options["temperature"]),
+                "top_k": options["top_k"],
+                "top_p": options["top_p"],
+                "generator": generator,
+            }
+        unk = getattr(self.net, "unk_id", None)
         return self.net.generate(
             batch["src_tokens"],
             batch["src_lengths"],
-            beam_size=beam_size,
-            length_penalty=self.length_penalty,
+            options["max_length"],
+            beam_size=options["beam_size"] if search else 1,
+            length_penalty=float(options["length_penalty"]),
+            sampling=sampling,
+            banned_ids=[unk] if options["suppress_unk"] else [],
+            no_repeat=options["no_repeat"],
+            min_length=int(options["min_length"]),
         )
 
     def update_metrics(self, metrics: nn.ModuleDict, batch: dict[str, Tensor], step: dict) -> None:
         testing = self._trainer is not None and self._trainer.testing
-        output = self._generate(batch, self.beam_size if testing else 1)
+        output = self._generate(batch, search=testing)
         targets = batch["tgt_tokens"][:, 1:]
         texts = None
         for metric in metrics.values():
@@ -109,4 +219,4 @@ class Seq2SeqTask(TaskModule):
         """Generated `tokens` (and `attention`), plus the batch's source keys, which a datamodule
         may need to decode (e.g. the source words for unknown-word replacement)."""
         source = {key: value for key, value in batch.items() if key.startswith("src_")}
-        return {**source, **self._generate(batch, self.beam_size)}
+        return {**source, **self._generate(batch)}

@@ -1,0 +1,307 @@
+"""Chatbot task: both Twitter formats, cleaning, the split, sampling, replies and a learning test."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import gzip
+import http.server
+import io
+import logging
+import random
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import SHARED_DATA, compose_config, train_run
+
+from rnnlab import chat, predict
+from rnnlab.builder import load_checkpoint
+from rnnlab.data.chat import BOOK_PROMPTS, REPLIES_PER_PROMPT, ChatData, detect_format
+from rnnlab.errors import ConfigError, DataError
+from rnnlab.metrics import DistinctN
+from rnnlab.models.decoding import constrain_step, sample_decode
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+CHAT = SHARED_DATA / "chat"
+needs_chat = pytest.mark.skipif(
+    not (CHAT / "twitter_en_head.txt").is_file(), reason=f"no shared chat corpus at {CHAT}"
+)
+QUIET_RUN = ("callbacks.progress_bar=null", "trainer.enable_progress_bar=false")
+
+
+def alternating(path: Path, pairs, *, newline: str = "\r\n", dangling: str | None = None) -> Path:
+    lines = [line for pair in pairs for line in pair] + ([dangling] if dangling else [])
+    path.write_bytes(newline.join(lines).encode() + newline.encode())
+    return path
+
+
+def conversations(path: Path, convos) -> Path:
+    path.write_text("\n\n\n\n".join("\n".join(turns) for turns in convos) + "\n", encoding="utf-8")
+    return path
+
+
+def word_pairs(count: int, seed: int = 0) -> list[tuple[str, str]]:
+    """Made-up tweets of 3-6 words and replies that echo them: learnable, and every question
+    new to the model at test time (no question in two splits)."""
+    rng = random.Random(seed)
+    words = [c + v for c in "kmstz" for v in "aeiou"][:24]
+    pairs = []
+    for _ in range(count):
+        tweet = " ".join(rng.choice(words) for _ in range(rng.randint(3, 6)))
+        pairs.append((tweet, tweet))
+    return pairs
+
+
+# Reading -----------------------------------------------------------------------------------------
+def test_both_formats_are_read_and_detected(tmp_path, caplog):
+    twitter = alternating(
+        tmp_path / "twitter_en.txt",
+        [("Hi there", "hello you"), ("how are you", "fine thanks")],
+        dangling="no reply to me",
+    )
+    convo = conversations(
+        tmp_path / "conv.txt", [["a b", "c d", "e f"], ["lonely line"], ["g h", "i j"]]
+    )
+    assert detect_format(twitter) == "alternating" and detect_format(convo) == "conversation"
+    with caplog.at_level(logging.WARNING):
+        pairs = list(ChatData(path=[str(twitter), str(convo)]).read_pairs())
+    assert pairs == [
+        ("Hi there", "hello you"),
+        ("how are you", "fine thanks"),
+        ("a b", "c d"),
+        ("c d", "e f"),
+        ("g h", "i j"),
+    ]
+    assert "odd number of lines: dropped last line 5" in caplog.text
+
+    gz = tmp_path / "twitter_en.txt.gz"
+    gz.write_bytes(gzip.compress(twitter.read_bytes()))
+    assert list(ChatData(path=str(gz), max_pairs=1).read_pairs()) == [("Hi there", "hello you")]
+    forced = ChatData(path=str(convo), format="alternating")
+    assert list(forced.read_pairs())[0] == ("a b", "c d")  # lines taken two by two
+
+
+def test_bad_files_and_options_are_clear_errors(tmp_path):
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"fine tweet\nfine reply\nbad \xff byte\nreply\n")
+    with pytest.raises(DataError, match=r"bad.txt: line 3 .*not valid utf-8"):
+        list(ChatData(path=str(bad)).read_pairs())
+    with pytest.raises(DataError, match="does not exist"):
+        ChatData(path=str(tmp_path / "missing.txt")).setup()
+    with pytest.raises(ConfigError, match="data.format"):
+        ChatData(path=str(bad), format="csv")
+    with pytest.raises(ConfigError, match="data.min_answer_length"):
+        ChatData(path=str(bad), min_answer_length=30)
+
+
+def test_download_serves_the_gzip_and_explains_offline(tmp_path):
+    served = tmp_path / "served"
+    served.mkdir()
+    text = "".join(f"tweet number {i}\r\nreply number {i} ok\r\n" for i in range(60))
+    (served / "twitter_en.txt.gz").write_bytes(gzip.compress(text.encode()))
+    (served / "broken.gz").write_bytes(b"\x1f\x8b not gzip at all")
+    cache = tmp_path / "cache"
+    with serve(served) as root:
+        module = ChatData(url=f"{root}/twitter_en.txt.gz", data_dir=str(cache))
+        module.prepare_data()
+        module.setup()
+        assert (cache / "twitter_en.txt.gz").is_file() and module.stats["kept"] == 60
+        with pytest.raises(DataError, match="data.path="):
+            ChatData(url=f"{root}/broken.gz", data_dir=str(tmp_path / "other")).prepare_data()
+        assert not list((tmp_path / "other").glob("*"))  # no corrupt file or .part left
+        with pytest.raises(DataError, match="put it at"):
+            ChatData(url=f"{root}/gone.gz", data_dir=str(tmp_path / "other")).prepare_data()
+
+
+@contextlib.contextmanager
+def serve(folder: Path):
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder))
+    )
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+# Cleaning, split, vocabulary -------------------------------------------------------------------
+def test_cleaning_unescapes_whitelists_and_filters_lengths(tmp_path):
+    pairs = [
+        ("Tom &amp; Jerry™ #1", "cats &lt;3 mice!! 😂"),
+        ("short", "ok"),  # answer under 3 tokens
+        (" ".join(["q"] * 21), "a b c"),  # question over 20
+        ("fine", " ".join(["a"] * 21)),  # answer over 20
+    ]
+    module = ChatData(path=str(alternating(tmp_path / "t.txt", pairs)))
+    kept = module._clean(module.read_pairs())
+    assert [(src, tgt) for _, src, tgt in kept] == [
+        (["tom", "jerry", "1"], ["cats", "3", "mice", "!", "!"])
+    ]
+    assert module.stats["data.min_answer_length"] == 1
+    assert module.stats["data.max_question_length"] == 1
+    assert module.stats["data.max_answer_length"] == 1
+
+
+def test_split_is_70_15_15_seeded_with_no_question_in_two_splits(tmp_path):
+    pairs = word_pairs(400)
+    pairs += [(pairs[0][0], f"another reply {i}") for i in range(4)]  # one question, 5 replies
+    path = alternating(tmp_path / "t.txt", pairs)
+    module = ChatData(path=str(path), seed=3)
+    module.setup()
+    questions = {
+        split: {text for text, _ in module.examples[split]} for split in ("train", "val", "test")
+    }
+    assert not questions["train"] & questions["val"] and not questions["train"] & questions["test"]
+    assert not questions["val"] & questions["test"]
+    total = sum(len(q) for q in questions.values())
+    assert abs(len(questions["test"]) / total - 0.15) < 0.02
+    assert abs(len(questions["val"]) / total - 0.15) < 0.02
+    again = ChatData(path=str(path), seed=3)
+    again.setup()
+    assert again.examples["test"] == module.examples["test"]
+    assert module.src_vocab is module.tgt_vocab  # one vocabulary, one shared embedding
+    state = module.state_dict()
+    restored = ChatData(path=str(path))
+    restored.load_state_dict(state)
+    assert restored.src_vocab.itos == module.src_vocab.itos
+
+
+# Decoding --------------------------------------------------------------------------------------
+def fixed_step(logits: torch.Tensor):
+    """A decoder whose next-token logits depend only on the step number."""
+
+    def step(prev, state):
+        return logits[state].expand(len(prev), -1), state + 1, None
+
+    return step
+
+
+def test_top_k_sampling_only_picks_from_the_top_k():
+    torch.manual_seed(0)
+    steps, vocab = 6, 30
+    logits = torch.randn(steps, vocab)
+    logits[:, 3] = -1e9  # keep <eos> out so every row runs all steps
+    start = torch.full((2000,), 2)
+    tokens, _ = sample_decode(
+        fixed_step(logits), 0, start_tokens=start, max_len=steps, top_k=[3, 2], eos_id=3
+    )
+    first = set(tokens[:, 0].tolist())
+    assert first == set(logits[0].topk(3).indices.tolist())  # all 3 drawn, nothing else
+    for t in range(1, steps):
+        assert set(tokens[:, t].tolist()) == set(logits[t].topk(2).indices.tolist())
+
+
+def test_constrained_decoding_never_outputs_unk_or_immediate_repeats():
+    logits = torch.zeros(8, 10)
+    logits[:, 1] = 5.0  # <unk> is the favourite
+    logits[:, 7] = 4.0  # then the same word again and again
+    logits[:, 8] = 3.0
+    step = constrain_step(fixed_step(logits), banned_ids=[1], no_repeat=True)
+    from rnnlab.models.decoding import greedy_decode
+
+    tokens, _ = greedy_decode(step, 0, batch_size=1, sos_id=2, eos_id=3, pad_id=0, max_len=6)
+    assert tokens[0].tolist() == [7, 8, 7, 8, 7, 8]
+
+
+def test_distinct_n_counts_unique_ngrams_up_to_the_end_of_each_reply():
+    metric = DistinctN(n=2, eos_id=3, pad_id=0)
+    metric.update(torch.tensor([[5, 6, 5, 3, 9], [5, 6, 7, 0, 0]]))
+    assert float(metric.compute()) == pytest.approx(3 / 4)  # (5,6) (6,5) (5,6) (6,7)
+
+
+# Training ----------------------------------------------------------------------------------------
+def test_chat_config_composes_with_book_preset():
+    cfg = compose_config("task=chat", "data.path=x.txt")
+    assert cfg.model.share_embeddings and cfg.module.top_k == [3, 2]
+    book = compose_config("experiment=book_chatbot", "data.path=x.txt")
+    assert book.model.hidden_size == 1024 and book.model.num_layers == 3
+    assert book.data.batch_size == 34 and book.optimizer.lr == 1e-4
+
+
+@pytest.fixture(scope="module")
+def echo_run(tmp_path_factory):
+    """A tiny bot trained once on echo dialogues, in the conversation format."""
+    root = tmp_path_factory.mktemp("chat")
+    convos = [[tweet, reply] for tweet, reply in word_pairs(1500, seed=1)]
+    corpus = conversations(root / "echo.txt", convos)
+    metrics, _ = train_run(
+        root / "run",
+        "task=chat",
+        "size=tiny",
+        f"data.path={corpus}",
+        "model.attention=bahdanau",
+        "data.batch_size=32",
+        "optimizer.lr=1e-2",
+        "trainer.max_epochs=8",
+        "module.no_repeat=false",  # an echo repeats words
+        "callbacks.samples=null",
+        *QUIET_RUN,
+    )
+    return metrics, root / "run"
+
+
+@pytest.mark.slow
+def test_echo_dialogues_are_learned(echo_run):
+    metrics, _ = echo_run
+    assert metrics["test/token_acc"] >= 0.95 and metrics["test/ppl"] < 1.5, metrics
+    assert metrics["val/ppl_best"] < 1.5, metrics
+
+
+@pytest.mark.slow
+def test_checkpoint_replies_in_predict_and_the_repl(echo_run, capsys, monkeypatch, caplog):
+    _, run = echo_run
+    ckpt = run / "checkpoints" / "last.ckpt"
+    assert predict.main([f"ckpt_path={ckpt}", "text=ka ke ki ko", "sample=false"]) == 0
+    assert capsys.readouterr().out.strip() == "ka ke ki ko"
+    assert predict.main([f"ckpt_path={ckpt}", "text=ma me mi", "beam_size=3", "sample=false"]) == 0
+    assert capsys.readouterr().out.strip() == "ma me mi"
+    # Empty and all-unknown prompts get a reply and a note, not an error.
+    monkeypatch.setattr("sys.stdin", io.StringIO("\nhappy birthday have a nice day\n"))
+    with caplog.at_level(logging.WARNING):
+        assert predict.main([f"ckpt_path={ckpt}", "seed=1"]) == 0
+    out = capsys.readouterr().out.split("\n")[:-1]
+    assert len(out) == 2 and all(not line.startswith("!error") for line in out)
+    assert "empty prompt" in caplog.text and "is in the" in caplog.text
+    # The REPL: a reply per line until end of input.
+    monkeypatch.setattr("sys.stdin", io.StringIO("ka ke ki\nko ku ma\n"))
+    assert chat.main([f"ckpt_path={ckpt}", "sample=false"]) == 0
+    assert capsys.readouterr().out.split("> ")[1:] == ["ka ke ki\n", "ko ku ma\n", ""]
+    assert predict.main([f"ckpt_path={ckpt}", "text=ka", "top_k=0"]) == 2
+    assert "top_k" in capsys.readouterr().err
+
+
+@needs_chat
+def test_short_real_run_learns_and_samples_replies_to_the_book_prompts(tmp_path):
+    metrics, objects = train_run(
+        tmp_path / "run",
+        "task=chat",
+        "size=tiny",
+        f"data.path=[{CHAT / 'twitter_en_head.txt'},{CHAT / 'TwitterConvCorpus.txt'}]",
+        "data.max_pairs=4000",
+        "trainer.max_epochs=2",
+        "logger=none",
+        *QUIET_RUN,
+    )
+    datamodule, module = objects["datamodule"], objects["module"]
+    vocab = len(datamodule.src_vocab)
+    # Far better than guessing uniformly over the vocabulary.
+    assert metrics["test/ppl"] < vocab / 5, (metrics, vocab)
+    assert 0 < metrics["test/distinct_1"] <= metrics["test/distinct_2"] <= 1, metrics
+    pairs = datamodule.sample_pairs("val", 12)
+    assert [text for text, _ in pairs[: 2 * REPLIES_PER_PROMPT]] == [
+        prompt for prompt in BOOK_PROMPTS for _ in range(REPLIES_PER_PROMPT)
+    ]
+    replies = predict.predict_texts(module, datamodule, [BOOK_PROMPTS[0]] * 8)
+    assert all(isinstance(reply, str) and reply for reply in replies)
+    assert "<unk>" not in " ".join(replies) and len(set(replies)) > 1  # sampled, not fixed
+    _, _, restored = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    assert restored.decoding["top_k"] == [3, 2] and restored.decoding["sample"]
