@@ -531,8 +531,9 @@ def test_words_typed_without_accents_find_the_accented_vocabulary_word(tmp_path)
     module.setup()
     assert "español" in module.src_vocab.stoi and "espanol" not in module.src_vocab.stoi
     encoded = module.encode_input("Hablas espanol")
-    assert module.src_vocab.decode(encoded["src_tokens"].tolist()) == ["hablas", "español"]
-    unknown = module.encode_input("Hablas klingon")["src_tokens"].tolist()
+    # ... and an input without a final mark gets one, like every training sentence.
+    assert module.src_vocab.decode(encoded["src_tokens"].tolist()) == ["hablas", "español", "."]
+    unknown = module.encode_input("Hablas klingon?")["src_tokens"].tolist()
     assert unknown[1] == module.src_vocab.unk_id
 
 

@@ -58,6 +58,7 @@ OPUS_URLS = {
     "opensubtitles": "https://object.pouta.csc.fi/OPUS-OpenSubtitles/v2018/moses/{pair}.txt.zip",
 }
 SPLITS = ("train", "val", "test")
+SENTENCE_ENDS = frozenset(".?!…")
 
 # The book's sample sentences (written as the book types them: no accents, no ¿ ?) with the
 # usual Tatoeba translation. `sample_pairs("val", n)` returns them first, so the samples
@@ -603,9 +604,14 @@ class TranslationData(TaskDataModule):
             raise InputError("empty sentence: type a sentence to translate, e.g. ¿Cómo te llamas?")
         if self.word_level:
             words = [self._known_spelling(word) for word in words]
+        typed = len(words)
+        if words[-1] not in SENTENCE_ENDS:
+            # Every corpus sentence ends with a mark; without one (the book types `Hola`) the
+            # encoder sees an input unlike any it trained on and decoders tend to loop.
+            words = [*words, "."]
         example = self._encode_source(words)
         ids = example["src_tokens"]
-        if bool((ids == self.src_vocab.unk_id).all()):
+        if bool((ids[:typed] == self.src_vocab.unk_id).all()):
             raise InputError(
                 f"no word of {text.strip()!r} is in the source vocabulary "
                 f"({len(self.src_vocab)} entries, language {self.source_lang!r}): check the "
