@@ -29,6 +29,25 @@ def compose_config(*overrides: str, output_dir: str) -> DictConfig:
     return cfg
 
 
+def train_with_callbacks(cfg: DictConfig, *callbacks: pl.Callback) -> tuple[dict, dict]:
+    """`rnnlab.train.train(cfg)` with extra callbacks (timers, checkpoints at time marks) added
+    by the module, so the run is exactly what the CLI runs, plus them."""
+    import rnnlab.train as entry
+
+    build = entry.build
+
+    def build_with_callbacks(*args, **kwargs):
+        datamodule, module = build(*args, **kwargs)
+        module.configure_callbacks = lambda: list(callbacks)
+        return datamodule, module
+
+    entry.build = build_with_callbacks
+    try:
+        return entry.train(cfg)
+    finally:
+        entry.build = build
+
+
 def in_fresh_process(script: str, *args: str) -> dict:
     """Run `script --worker args...` and parse the JSON it prints last. Long processes that run
     many settings drift badly on these machines, so every measurement gets its own process."""

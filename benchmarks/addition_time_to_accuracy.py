@@ -17,7 +17,13 @@ import tempfile
 import time
 
 import lightning.pytorch as pl
-from _common import QUIET, compose_config, here, in_fresh_process
+from _common import (
+    QUIET,
+    compose_config,
+    here,
+    in_fresh_process,
+    train_with_callbacks,
+)
 
 KERAS_TENSORFLOW_SECONDS = 600  # measured on these 2 cores under load (shared/PLATFORM.md)
 
@@ -42,8 +48,6 @@ class TimeToThreshold(pl.Callback):
 
 
 def run(preset: str, threshold: float, max_epochs: int) -> dict:
-    import rnnlab.train as entry
-
     extra = [] if preset == "default" else [f"experiment={preset}"]
     cfg = compose_config(
         *QUIET,
@@ -54,16 +58,8 @@ def run(preset: str, threshold: float, max_epochs: int) -> dict:
         output_dir=tempfile.mkdtemp(),
     )
     clock = TimeToThreshold(threshold)
-    build = entry.build
-
-    def build_with_clock(*args, **kwargs):
-        datamodule, module = build(*args, **kwargs)
-        module.configure_callbacks = lambda: [clock]
-        return datamodule, module
-
-    entry.build = build_with_clock
     start = time.perf_counter()
-    metrics, objects = entry.train(cfg)
+    metrics, objects = train_with_callbacks(cfg, clock)
     epochs, seconds = clock.reached or (objects["trainer"].current_epoch, float("nan"))
     return {
         "epochs": epochs,

@@ -23,7 +23,15 @@ import tempfile
 import time
 
 import torch
-from _common import QUIET, EpochTimer, compose_config, here, in_fresh_process, median
+from _common import (
+    QUIET,
+    EpochTimer,
+    compose_config,
+    here,
+    in_fresh_process,
+    median,
+    train_with_callbacks,
+)
 
 from rnnlab.callbacks.embeddings import EmbeddingProjector
 from rnnlab.callbacks.gates import GateActivations
@@ -79,8 +87,6 @@ def time_hooks() -> dict[str, float]:
 def run_epoch(variant: str, train_size: int, spent: dict[str, float]) -> dict[str, float]:
     """One epoch (validation included) through rnnlab.train: its seconds, the median step and
     the seconds inside the insight callbacks (end of fit included)."""
-    import rnnlab.train as entry
-
     spent["seconds"] = 0.0
     timer = StepTimer()
     cfg = compose_config(
@@ -94,18 +100,7 @@ def run_epoch(variant: str, train_size: int, spent: dict[str, float]) -> dict[st
         *VARIANTS[variant],
         output_dir=tempfile.mkdtemp(),
     )
-    build = entry.build
-
-    def build_and_time(*args, **kwargs):  # add the timer without changing the entry point
-        datamodule, module = build(*args, **kwargs)
-        module.configure_callbacks = lambda: [timer]
-        return datamodule, module
-
-    entry.build = build_and_time
-    try:
-        entry.train(cfg)
-    finally:
-        entry.build = build
+    train_with_callbacks(cfg, timer)
     return {
         "epoch": timer.seconds[0],
         "step": median(timer.steps),

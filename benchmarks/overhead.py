@@ -16,7 +16,15 @@ import time
 
 import torch
 import torch.nn.functional as F
-from _common import QUIET, EpochTimer, compose_config, here, in_fresh_process, median
+from _common import (
+    QUIET,
+    EpochTimer,
+    compose_config,
+    here,
+    in_fresh_process,
+    median,
+    train_with_callbacks,
+)
 from hydra.utils import instantiate
 
 BATCH_SIZES = (256, 1024)
@@ -39,19 +47,9 @@ def overrides(batch_size: int, train_size: int) -> list[str]:
 
 def rnnlab_epoch(batch_size: int, train_size: int) -> float:
     """One epoch through rnnlab.train.train with its default callbacks and TensorBoard logger."""
-    import rnnlab.train as entry
-
     timer = EpochTimer()
     cfg = compose_config(*overrides(batch_size, train_size), output_dir=tempfile.mkdtemp())
-    build = entry.build
-
-    def build_and_time(*args, **kwargs):  # add the timer without changing the entry point
-        datamodule, module = build(*args, **kwargs)
-        module.configure_callbacks = lambda: [timer]
-        return datamodule, module
-
-    entry.build = build_and_time
-    entry.train(cfg)
+    train_with_callbacks(cfg, timer)
     return timer.seconds[0]
 
 

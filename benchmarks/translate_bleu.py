@@ -17,7 +17,7 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
-from _common import compose_config, here
+from _common import compose_config, here, train_with_callbacks
 from omegaconf import open_dict
 
 SPA_TXT = here().parents[1] / "shared" / "data" / "translate" / "spa-eng" / "spa.txt"
@@ -26,9 +26,9 @@ SPA_TXT = here().parents[1] / "shared" / "data" / "translate" / "spa-eng" / "spa
 class SaveAtMinutes(pl.Callback):
     """Save a checkpoint `at-<m>min.ckpt` the first batch after each budget of m minutes."""
 
-    def __init__(self, minutes: list[float], directory: str) -> None:
+    def __init__(self, minutes: list[float], directory: Path) -> None:
         self.marks = sorted(minutes)
-        self.directory = Path(directory)
+        self.directory = directory
         self.saved: dict[float, Path] = {}
 
     def on_train_start(self, trainer, module) -> None:
@@ -83,18 +83,12 @@ def main() -> None:
             f"00:{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
         )
         cfg.test = False
-        cfg.callbacks.save_at_minutes = {
-            "_target_": "__main__.SaveAtMinutes",
-            "minutes": list(args.minutes),
-            "directory": str(Path(output) / "checkpoints"),
-        }
 
     from rnnlab.builder import load_checkpoint
-    from rnnlab.train import train
 
-    metrics, objects = train(cfg)
+    saver = SaveAtMinutes(args.minutes, Path(output) / "checkpoints")
+    _, objects = train_with_callbacks(cfg, saver)
     trainer = objects["trainer"]
-    saver = next(c for c in trainer.callbacks if isinstance(c, SaveAtMinutes))
     epochs = trainer.global_step / max(1, trainer.num_training_batches)
     print(f"trained {trainer.global_step} batches ({epochs:.2f} epochs); output in {output}")
     tester = pl.Trainer(

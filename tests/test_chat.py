@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import gzip
-import http.server
 import io
 import logging
 import random
-import threading
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import SHARED_DATA, compose_config, train_run
+from conftest import SHARED_DATA, compose_config, serve, train_run
 
 from rnnlab import chat, predict
 from rnnlab.builder import load_checkpoint
@@ -114,23 +110,6 @@ def test_download_serves_the_gzip_and_explains_offline(tmp_path):
         assert not list((tmp_path / "other").glob("*"))  # no corrupt file or .part left
         with pytest.raises(DataError, match="put it at"):
             ChatData(url=f"{root}/gone.gz", data_dir=str(tmp_path / "other")).prepare_data()
-
-
-@contextlib.contextmanager
-def serve(folder: Path):
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder))
-    )
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 # Cleaning, split, vocabulary -------------------------------------------------------------------

@@ -3,21 +3,17 @@ beam search, BLEU, unknown-word replacement, predict, attention maps; and it lea
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import http.server
 import io
 import logging
 import random
 import sys
-import threading
 import unicodedata
 import zipfile
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, SHARED_DATA, compose_config, train_run
+from conftest import REPO, SHARED_DATA, compose_config, serve, train_run
 
 from rnnlab import evaluate, predict
 from rnnlab.builder import load_checkpoint
@@ -143,26 +139,6 @@ def test_missing_file_and_bad_options_are_clear_errors(tmp_path):
         TranslationData(corpus="europarl")
     with pytest.raises(ConfigError, match=r"data\.src_vocab_size: byte-level BPE"):
         TranslationData(path="x.tsv", tokenizer="bpe", src_vocab_size=100)
-
-
-# Download ------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def serve(folder: Path):
-    """A static file server on 127.0.0.1 (a random free port) for the duration of the block."""
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-    handler = functools.partial(Quiet, directory=str(folder))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_named_corpus_downloads_checks_the_zip_and_reads_it(tmp_path):

@@ -62,8 +62,6 @@ def detect_format(path: Path, probe_lines: int = 2000) -> str:
 class ChatData(TranslationData):
     """(tweet, reply) pairs as `src_tokens`/`tgt_tokens` batches over one shared vocabulary."""
 
-    answer_separator = " → "
-
     def __init__(
         self,
         path: str | Sequence[str] | None = None,
