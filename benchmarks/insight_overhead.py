@@ -7,12 +7,14 @@
 
 One epoch of the default parity config (LSTM h64, batch 256) with its validation. Whole
 processes here run up to +-15% faster or slower than each other, more than the callbacks cost,
-so each fresh process trains, after a short warm-up epoch, all three variants in a mirrored
-order (plain, off, on, on, off, plain; reversed in the next process) and the figures are ratios *within* a process (mean of
-its two epochs per variant, median step time), then medians over the processes. The time spent
-inside the callbacks' hooks is also added up directly.
+and within one process they drift by as much over a minute. So each fresh process trains, after
+a short warm-up epoch, all three variants in mirrored rounds (plain, off, on, on, off, plain;
+reversed in the next process), `--rounds` times over, which cancels a linear drift; the figures
+are ratios *within* a process (mean over a variant's epochs of the epoch time and of the median
+step time), then medians over the processes. The time spent inside the callbacks' hooks is also
+added up directly, and the script checks that `off` builds the very same callback list as `plain`.
 
-    python benchmarks/insight_overhead.py [--repeats 3] [--train-size 100000]
+    python benchmarks/insight_overhead.py [--repeats 3] [--rounds 4] [--train-size 25000]
 """
 
 from __future__ import annotations
@@ -51,11 +53,16 @@ HOOKS = {
 
 
 class StepTimer(EpochTimer):
-    """The epoch's wall time and each training step's (batch start to batch end)."""
+    """The epoch's wall time, each training step's (batch start to batch end) and the names of
+    the trainer's callbacks."""
 
     def __init__(self) -> None:
         super().__init__()
         self.steps: list[float] = []
+        self.callbacks: list[str] = []
+
+    def on_fit_start(self, trainer, module) -> None:
+        self.callbacks = sorted(type(callback).__name__ for callback in trainer.callbacks)
 
     def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
         self._step = time.perf_counter()
@@ -84,9 +91,12 @@ def time_hooks() -> dict[str, float]:
     return spent
 
 
-def run_epoch(variant: str, train_size: int, spent: dict[str, float]) -> dict[str, float]:
+def run_epoch(
+    variant: str, train_size: int, spent: dict[str, float], callbacks: dict[str, list[str]]
+) -> dict[str, float]:
     """One epoch (validation included) through rnnlab.train: its seconds, the median step and
-    the seconds inside the insight callbacks (end of fit included)."""
+    the seconds inside the insight callbacks (end of fit included); the trainer's callback names
+    go to `callbacks[variant]`."""
     spent["seconds"] = 0.0
     timer = StepTimer()
     cfg = compose_config(
@@ -101,6 +111,7 @@ def run_epoch(variant: str, train_size: int, spent: dict[str, float]) -> dict[st
         output_dir=tempfile.mkdtemp(),
     )
     train_with_callbacks(cfg, timer)
+    callbacks[variant] = timer.callbacks
     return {
         "epoch": timer.seconds[0],
         "step": median(timer.steps),
@@ -112,11 +123,13 @@ def run_epoch(variant: str, train_size: int, spent: dict[str, float]) -> dict[st
 def in_one_process(order: list[str], train_size: int) -> dict[str, dict[str, float]]:
     """Every variant of `order` in this process, after a short warm-up epoch; per variant the
     mean of its epochs."""
-    spent = time_hooks()
-    run_epoch("plain", max(train_size // 20, 1024), spent)  # warm-up: the first epoch is slower
+    spent, callbacks = time_hooks(), {}
+    run_epoch("plain", max(train_size // 20, 1024), spent, callbacks)  # warm-up: slower
     runs: dict[str, list[dict[str, float]]] = {variant: [] for variant in order}
     for variant in order:
-        runs[variant].append(run_epoch(variant, train_size, spent))
+        runs[variant].append(run_epoch(variant, train_size, spent, callbacks))
+    if callbacks["off"] != callbacks["plain"]:
+        raise SystemExit(f"off builds other callbacks than plain: {callbacks}")
     return {
         variant: {key: sum(r[key] for r in results) / len(results) for key in results[0]}
         for variant, results in runs.items()
@@ -128,7 +141,8 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--repeats", type=int, default=3, help="fresh processes")
-    parser.add_argument("--train-size", type=int, default=100_000, help="strings per epoch")
+    parser.add_argument("--rounds", type=int, default=4, help="mirrored rounds per process")
+    parser.add_argument("--train-size", type=int, default=25_000, help="strings per epoch")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -143,7 +157,7 @@ def main() -> None:
     spent, plain_epochs, steps = [], [], 0
     for repeat in range(args.repeats):
         half = list(VARIANTS) if repeat % 2 == 0 else list(reversed(VARIANTS))
-        order = half + half[::-1]
+        order = (half + half[::-1]) * args.rounds
         result = in_fresh_process(script, ",".join(order), str(args.train_size), str(args.threads))
         plain = result["plain"]
         for variant in VARIANTS:
@@ -153,7 +167,7 @@ def main() -> None:
         plain_epochs.append(plain["epoch"])
         steps = int(plain["steps"])
         print(
-            f"  process {repeat + 1} ({','.join(order)}): "
+            f"  process {repeat + 1} ({','.join(order[: 2 * len(half)])} x{args.rounds}): "
             + ", ".join(
                 f"{v} {result[v]['epoch']:.2f} s / {1000 * result[v]['step']:.2f} ms"
                 for v in VARIANTS
