@@ -6,6 +6,10 @@ once in batches of `--batch-size` sentences (batch x beam rows per decoder step)
 sentence by sentence; both are timed `--repeats` times, alternating, and the median ratio is
 the figure (goal >= 5x). The two must give the same translations.
 
+Both do the same arithmetic per sentence (beam rows x decoder matrix products, full-vocabulary
+log-softmax), so the script also profiles one batched run and prints the time its matrix products
+alone take: one-at-a-time / that floor is the most any batching could reach on this machine.
+
     python benchmarks/translate_beam.py [--ckpt <run>/checkpoints/last.ckpt] [--beam 5]
         [--sentences 200] [--batch-size 100] [--threads N]
 """
@@ -121,6 +125,21 @@ def main() -> None:
     print(f"  batched:            {batched_s:6.2f} s  ({n / batched_s:6.1f} sentences/s)")
     print(f"  one sentence each:  {single_s:6.2f} s  ({n / single_s:6.1f} sentences/s)")
     print(f"  speed-up: {single_s / batched_s:.1f}x (goal >= 5x); same output for {same}/{n}")
+    floor = matmul_seconds(batched)
+    print(
+        f"  matrix products alone: {floor:.2f} s of the batched run ({floor / batched_s:.0%}); "
+        f"with everything else free the speed-up would be {single_s / floor:.1f}x"
+    )
+
+
+def matmul_seconds(run) -> float:
+    """Seconds `run` spends in matrix products (self CPU time of mm/addmm/bmm/matmul kernels)."""
+    from torch.profiler import profile
+
+    with profile() as prof:
+        run()
+    kernels = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"}
+    return sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in kernels) / 1e6
 
 
 if __name__ == "__main__":
