@@ -69,17 +69,24 @@ def test_seq2seq_shapes_and_generation(decoder, attention, cell):
     assert ("attention" in out) == (attention == "bahdanau")
 
 
-def test_fused_teacher_forcing_equals_stepwise_decoding():
-    model = _seq2seq(attention="none", cell="lstm")
-    src, lengths = torch.tensor([[3, 4, 5]]), torch.tensor([3])
-    tgt_in = torch.tensor([[1, 3, 4, 5]])
-    fused, _ = model(src, lengths, tgt_in)
+@pytest.mark.parametrize("attention", ["none", "bahdanau"])
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_teacher_forcing_equals_stepwise_decoding(attention, cell):
+    """Teacher forcing runs the embedding and output layer once over the whole sequence (and,
+    without attention, the RNN too): the same logits and weights as stepping one token at a time."""
+    model = _seq2seq(attention=attention, cell=cell, num_layers=2)
+    src, lengths = torch.tensor([[3, 4, 5], [6, 7, 0]]), torch.tensor([3, 2])
+    tgt_in = torch.tensor([[1, 3, 4, 5], [1, 6, 0, 0]])
+    whole, whole_weights = model(src, lengths, tgt_in)
     state = model._initial_state(src, lengths)
-    stepwise = []
+    stepwise, weights = [], []
     for t in range(4):
-        logits, state, _ = model.decoder.step(tgt_in[:, t], state)
+        logits, state, step_weights = model.decoder.step(tgt_in[:, t], state)
         stepwise.append(logits)
-    torch.testing.assert_close(fused, torch.stack(stepwise, 1))
+        weights.append(step_weights)
+    torch.testing.assert_close(whole, torch.stack(stepwise, 1))
+    if attention == "bahdanau":
+        torch.testing.assert_close(whole_weights, torch.stack(weights, 1))
 
 
 def test_greedy_decoding_picks_argmax_and_pads_after_eos():

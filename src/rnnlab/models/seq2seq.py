@@ -150,7 +150,14 @@ class AutoregressiveDecoder(nn.Module):
         self, prev_tokens: Tensor, state: DecoderState
     ) -> tuple[Tensor, DecoderState, Tensor | None]:
         """prev_tokens (B,) -> logits (B, V), next state, attention weights (B, S) or None."""
-        inputs = self.dropout(self.embedding(prev_tokens))
+        features, next_state, weights = self.recur(self.dropout(self.embedding(prev_tokens)), state)
+        return self.logits(features), next_state, weights
+
+    def recur(
+        self, inputs: Tensor, state: DecoderState
+    ) -> tuple[Tensor, DecoderState, Tensor | None]:
+        """One step without the vocabulary ends: embedded inputs (B, E) -> features (B, F) for
+        `logits`, next state, attention weights (B, S) or None."""
         weights = None
         if self.attention is not None:
             hidden = state.hidden[0] if isinstance(state.hidden, tuple) else state.hidden
@@ -164,7 +171,7 @@ class AutoregressiveDecoder(nn.Module):
         next_state = DecoderState(
             hidden, state.encoder_outputs, state.projected_keys, state.src_mask
         )
-        return self.logits(output), next_state, weights
+        return output, next_state, weights
 
     def forward(
         self, tgt_inputs: Tensor, state: DecoderState, teacher_forcing: float = 1.0
@@ -172,11 +179,22 @@ class AutoregressiveDecoder(nn.Module):
         """tgt_inputs (B, T) starting with <sos> -> logits (B, T, V), weights (B, T, S) or None.
 
         Without attention and with full teacher forcing the whole sequence is one fused RNN
-        call; otherwise it steps, feeding back its own prediction with prob. 1 - teacher_forcing.
+        call. With attention it steps the recurrence, but under full teacher forcing the
+        embedding and the output layer still run once over the whole sequence: per step they
+        would each cost a vocabulary-sized gradient in backward. With teacher_forcing < 1 it
+        feeds back its own prediction with that probability, so it needs each step's logits.
         """
         if self.attention is None and teacher_forcing >= 1.0:
             outputs, _ = self.rnn(self.dropout(self.embedding(tgt_inputs)), state.hidden)
             return self.logits(outputs), None
+        if teacher_forcing >= 1.0:
+            embedded = self.dropout(self.embedding(tgt_inputs))
+            features, weights = [], []
+            for t in range(tgt_inputs.size(1)):
+                step_features, state, step_weights = self.recur(embedded[:, t], state)
+                features.append(step_features)
+                weights.append(step_weights)
+            return self.logits(torch.stack(features, 1)), torch.stack(weights, 1)
         logits, weights = [], []
         prev = tgt_inputs[:, 0]
         for t in range(tgt_inputs.size(1)):
@@ -184,11 +202,9 @@ class AutoregressiveDecoder(nn.Module):
             logits.append(step_logits)
             weights.append(step_weights)
             if t + 1 < tgt_inputs.size(1):
-                prev = tgt_inputs[:, t + 1]
-                if teacher_forcing < 1.0:
-                    own = step_logits.argmax(-1)
-                    use_gold = torch.rand(prev.shape, device=prev.device) < teacher_forcing
-                    prev = torch.where(use_gold, prev, own)
+                own = step_logits.argmax(-1)
+                use_gold = torch.rand(own.shape, device=own.device) < teacher_forcing
+                prev = torch.where(use_gold, tgt_inputs[:, t + 1], own)
         stacked = torch.stack(weights, 1) if self.attention is not None else None
         return torch.stack(logits, 1), stacked
 
