@@ -7,12 +7,14 @@
 
 One epoch of the default parity config (LSTM h64, batch 256) with its validation. Whole
 processes here run up to +-15% faster or slower than each other, more than the callbacks cost,
-and within one process they drift by as much over a minute. So each fresh process trains, after
-a short warm-up epoch, all three variants in mirrored rounds (plain, off, on, on, off, plain;
-reversed in the next process), `--rounds` times over, which cancels a linear drift; the figures
-are ratios *within* a process (mean over a variant's epochs of the epoch time and of the median
-step time), then medians over the processes. The time spent inside the callbacks' hooks is also
-added up directly, and the script checks that `off` builds the very same callback list as `plain`.
+and within one process they drift by as much over a minute. So `off` and `on` are each compared
+with `plain` in fresh processes of their own (an epoch right after an `on` epoch pays for what
+`on` left behind, e.g. the event writer's flushing), in mirrored rounds (plain, off, off, plain;
+reversed in the next repeat), `--rounds` times over. Each figure is a ratio within one round
+(about 20 s, so a linear drift cancels), then the median over all rounds, which a burst of noise
+in a few rounds does not move; the quartiles show the noise. The time spent inside the
+callbacks' hooks is also added up directly, and the script checks that `off` builds the very
+same callback list as `plain`.
 
     python benchmarks/insight_overhead.py [--repeats 3] [--rounds 4] [--train-size 25000]
 """
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import tempfile
 import time
 
@@ -120,20 +123,32 @@ def run_epoch(
     }
 
 
-def in_one_process(order: list[str], train_size: int) -> dict[str, dict[str, float]]:
-    """Every variant of `order` in this process, after a short warm-up epoch; per variant the
-    mean of its epochs."""
+def in_one_process(
+    order: list[str], rounds: int, train_size: int
+) -> list[dict[str, dict[str, float]]]:
+    """`rounds` times every variant of the mirrored `order`, after a short warm-up epoch; per
+    round and variant the mean of its epochs in that round."""
     spent, callbacks = time_hooks(), {}
     run_epoch("plain", max(train_size // 20, 1024), spent, callbacks)  # warm-up: slower
-    runs: dict[str, list[dict[str, float]]] = {variant: [] for variant in order}
-    for variant in order:
-        runs[variant].append(run_epoch(variant, train_size, spent, callbacks))
-    if callbacks["off"] != callbacks["plain"]:
+    results = []
+    for _ in range(rounds):
+        runs: dict[str, list[dict[str, float]]] = {variant: [] for variant in order}
+        for variant in order:
+            runs[variant].append(run_epoch(variant, train_size, spent, callbacks))
+        results.append(
+            {
+                variant: {key: sum(r[key] for r in epochs) / len(epochs) for key in epochs[0]}
+                for variant, epochs in runs.items()
+            }
+        )
+    if "off" in callbacks and callbacks["off"] != callbacks["plain"]:
         raise SystemExit(f"off builds other callbacks than plain: {callbacks}")
-    return {
-        variant: {key: sum(r[key] for r in results) / len(results) for key in results[0]}
-        for variant, results in runs.items()
-    }
+    return results
+
+
+def quartiles(values: list[float]) -> tuple[float, float, float]:
+    low, mid, high = statistics.quantiles(values, n=4, method="inclusive")
+    return low, mid, high
 
 
 def main() -> None:
@@ -144,45 +159,51 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4, help="mirrored rounds per process")
     parser.add_argument("--train-size", type=int, default=25_000, help="strings per epoch")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        order, train_size, threads = args.worker[0], int(args.worker[1]), int(args.worker[2])
-        torch.set_num_threads(threads)
-        print(json.dumps(in_one_process(order.split(","), train_size)))
+        order, rounds, train_size, threads = args.worker
+        torch.set_num_threads(int(threads))
+        print(json.dumps(in_one_process(order.split(","), int(rounds), int(train_size))))
         return
 
     script = str(here() / "insight_overhead.py")
     ratios: dict[str, dict[str, list[float]]] = {v: {"epoch": [], "step": []} for v in VARIANTS}
     spent, plain_epochs, steps = [], [], 0
     for repeat in range(args.repeats):
-        half = list(VARIANTS) if repeat % 2 == 0 else list(reversed(VARIANTS))
-        order = (half + half[::-1]) * args.rounds
-        result = in_fresh_process(script, ",".join(order), str(args.train_size), str(args.threads))
-        plain = result["plain"]
-        for variant in VARIANTS:
-            for key in ("epoch", "step"):
-                ratios[variant][key].append(result[variant][key] / plain[key])
-        spent.append(result["on"]["insight"])
-        plain_epochs.append(plain["epoch"])
-        steps = int(plain["steps"])
-        print(
-            f"  process {repeat + 1} ({','.join(order[: 2 * len(half)])} x{args.rounds}): "
-            + ", ".join(
-                f"{v} {result[v]['epoch']:.2f} s / {1000 * result[v]['step']:.2f} ms"
-                for v in VARIANTS
-            ),
-            flush=True,
-        )
+        for variant in ("off", "on"):
+            half = ["plain", variant] if repeat % 2 == 0 else [variant, "plain"]
+            order = half + half[::-1]
+            results = in_fresh_process(
+                script, ",".join(order), str(args.rounds), str(args.train_size), str(args.threads)
+            )
+            for result in results:
+                plain = result["plain"]
+                for key in ("epoch", "step"):
+                    ratios[variant][key].append(result[variant][key] / plain[key])
+                    ratios["plain"][key].append(1.0)
+                spent += [result[variant]["insight"]] if variant == "on" else []
+                plain_epochs.append(plain["epoch"])
+                steps = int(plain["steps"])
+            print(
+                f"  repeat {repeat + 1}, {variant} vs plain ({','.join(order)} x{args.rounds}), "
+                "per round: "
+                + " ".join(f"{r[variant]['epoch'] / r['plain']['epoch']:.3f}" for r in results),
+                flush=True,
+            )
     print(
         f"\nparity LSTM h64, {args.train_size} strings ({steps} steps) + validation, one epoch, "
-        f"{args.threads} thread(s); ratios to plain within a process, medians of {args.repeats}"
+        f"{args.threads} thread(s); ratios to plain within each mirrored round, "
+        f"{args.repeats * args.rounds} rounds per variant: median [quartiles]"
     )
-    print(f"{'variant':>8} {'epoch ratio':>12} {'median-step ratio':>18}")
+    print(f"{'variant':>8} {'epoch ratio':>26} {'median-step ratio':>26}")
     for variant in VARIANTS:
-        epoch, step = median(ratios[variant]["epoch"]), median(ratios[variant]["step"])
-        print(f"{variant:>8} {epoch:12.3f} {step:18.3f}")
-    print("goal: off / plain <= 1.02")
+        cells = []
+        for key in ("epoch", "step"):
+            low, mid, high = quartiles(ratios[variant][key])
+            cells.append(f"{mid:.3f} [{low:.3f}, {high:.3f}]")
+        print(f"{variant:>8} {cells[0]:>26} {cells[1]:>26}")
+    print("goal: off / plain <= 1.02 (off and plain build the same callbacks: any gap is noise)")
     print(
         f"time inside the insight callbacks when on: {median(spent):.2f} s per epoch = "
         f"{median(spent) / median(plain_epochs):.1%} of a plain epoch"
