@@ -63,6 +63,12 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
+def quartiles(values: list[float]) -> tuple[float, float, float]:
+    """Lower quartile, median, upper quartile: the spread shows how noisy the machine was."""
+    low, mid, high = statistics.quantiles(values, n=4, method="inclusive")
+    return low, mid, high
+
+
 class EpochTimer(pl.Callback):
     """Wall time of each training epoch (batches only: no setup, no validation)."""
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import tempfile
 import time
 
@@ -35,6 +34,7 @@ from _common import (
     here,
     in_fresh_process,
     median,
+    quartiles,
     train_with_callbacks,
 )
 
@@ -144,11 +144,6 @@ def in_one_process(
     if "off" in callbacks and callbacks["off"] != callbacks["plain"]:
         raise SystemExit(f"off builds other callbacks than plain: {callbacks}")
     return results
-
-
-def quartiles(values: list[float]) -> tuple[float, float, float]:
-    low, mid, high = statistics.quantiles(values, n=4, method="inclusive")
-    return low, mid, high
 
 
 def main() -> None:

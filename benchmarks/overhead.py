@@ -1,10 +1,13 @@
 """rnnlab's training entry vs a plain PyTorch loop: one epoch, same model, same batches.
 
-Parity LSTM (the default parity config: 100k strings, lengths 1..50, hidden 64) at batch 256 and
-1024. Each epoch runs in a fresh process; rnnlab and raw runs alternate; the figure is the
-median ratio per batch size and the ratio of summed medians (goal <= 1.05).
+Parity LSTM (the default parity config: lengths 1..50, hidden 64) at batch 256 and 1024. Whole
+processes here run up to +-15% faster or slower than each other and drift within a process, so
+each fresh process (one per repeat and batch size) runs mirrored rounds (raw, rnnlab, rnnlab, raw;
+reversed in the next repeat: each side runs once right after the other), `--rounds` times. The
+figure is the ratio within each round, then the median [quartiles] over all rounds, per batch size
+and over both (goal <= 1.05).
 
-    python benchmarks/overhead.py [--repeats 3]
+    python benchmarks/overhead.py [--repeats 3] [--rounds 3] [--train-size 25000]
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from _common import (
     here,
     in_fresh_process,
     median,
+    quartiles,
     train_with_callbacks,
 )
 from hydra.utils import instantiate
@@ -74,46 +78,73 @@ def raw_epoch(batch_size: int, train_size: int) -> float:
     return time.perf_counter() - start
 
 
+def rounds_in_one_process(
+    order: list[str], rounds: int, batch_size: int, train_size: int
+) -> list[dict[str, float]]:
+    """`rounds` times the epochs of `order`; per round and kind the mean of its epochs."""
+    epoch = {"raw": raw_epoch, "rnnlab": rnnlab_epoch}
+    raw_epoch(batch_size, max(train_size // 20, 1024))  # warm-up: the first epoch is slower
+    results = []
+    for _ in range(rounds):
+        seconds: dict[str, list[float]] = {kind: [] for kind in order}
+        for kind in order:
+            seconds[kind].append(epoch[kind](batch_size, train_size))
+        results.append({kind: sum(runs) / len(runs) for kind, runs in seconds.items()})
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--train-size", type=int, default=100_000, help="strings per epoch")
-    parser.add_argument(
-        "--worker", nargs=3, metavar=("KIND", "BATCH", "SIZE"), help=argparse.SUPPRESS
-    )
+    parser.add_argument("--repeats", type=int, default=3, help="fresh processes per batch size")
+    parser.add_argument("--rounds", type=int, default=3, help="mirrored rounds per process")
+    parser.add_argument("--train-size", type=int, default=25_000, help="strings per epoch")
+    parser.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        kind, batch_size, train_size = args.worker[0], int(args.worker[1]), int(args.worker[2])
-        seconds = (rnnlab_epoch if kind == "rnnlab" else raw_epoch)(batch_size, train_size)
-        print(json.dumps({"seconds": seconds}))
+        order, rounds, batch_size, train_size = args.worker
+        results = rounds_in_one_process(
+            order.split(","), int(rounds), int(batch_size), int(train_size)
+        )
+        print(json.dumps(results))
         return
 
     script = str(here() / "overhead.py")
-    times = {(kind, b): [] for kind in ("raw", "rnnlab") for b in BATCH_SIZES}
+    ratios: dict[int, list[float]] = {b: [] for b in BATCH_SIZES}
+    seconds: dict[tuple[str, int], list[float]] = {
+        (kind, b): [] for kind in ("raw", "rnnlab") for b in BATCH_SIZES
+    }
     for repeat in range(args.repeats):
         for batch_size in BATCH_SIZES:
-            for kind in ("raw", "rnnlab") if repeat % 2 == 0 else ("rnnlab", "raw"):
-                seconds = in_fresh_process(script, kind, str(batch_size), str(args.train_size))[
-                    "seconds"
-                ]
-                times[kind, batch_size].append(seconds)
-                print(
-                    f"  repeat {repeat + 1}: {kind:6s} batch {batch_size:4d}: {seconds:6.2f} s",
-                    flush=True,
-                )
+            half = ["raw", "rnnlab"] if repeat % 2 == 0 else ["rnnlab", "raw"]
+            order = half + half[::-1]
+            results = in_fresh_process(
+                script, ",".join(order), str(args.rounds), str(batch_size), str(args.train_size)
+            )
+            for result in results:
+                ratios[batch_size].append(result["rnnlab"] / result["raw"])
+                for kind in half:
+                    seconds[kind, batch_size].append(result[kind])
+            print(
+                f"  repeat {repeat + 1}, batch {batch_size} ({','.join(order)} x{args.rounds}), "
+                "rnnlab / raw per round: "
+                + " ".join(f"{r['rnnlab'] / r['raw']:.3f}" for r in results),
+                flush=True,
+            )
     print(
-        f"\nparity LSTM h64, {args.train_size} strings, one training epoch (median of fresh processes)"
+        f"\nparity LSTM h64, {args.train_size} strings, one training epoch, "
+        f"{torch.get_num_threads()} thread(s); ratio within each mirrored round, "
+        "median [quartiles] over the rounds"
     )
-    print(f"{'batch':>6} {'raw s':>8} {'rnnlab s':>9} {'ratio':>6}")
+    print(f"{'batch':>6} {'raw s':>8} {'rnnlab s':>9} {'rnnlab / raw':>26}")
     for batch_size in BATCH_SIZES:
-        raw, ours = median(times["raw", batch_size]), median(times["rnnlab", batch_size])
-        print(f"{batch_size:>6} {raw:8.2f} {ours:9.2f} {ours / raw:6.3f}")
-    total_raw = sum(median(times["raw", b]) for b in BATCH_SIZES)
-    total_ours = sum(median(times["rnnlab", b]) for b in BATCH_SIZES)
+        low, mid, high = quartiles(ratios[batch_size])
+        raw, ours = median(seconds["raw", batch_size]), median(seconds["rnnlab", batch_size])
+        print(f"{batch_size:>6} {raw:8.2f} {ours:9.2f} {f'{mid:.3f} [{low:.3f}, {high:.3f}]':>26}")
+    low, mid, high = quartiles([r for b in BATCH_SIZES for r in ratios[b]])
     print(
-        f"overhead ratio (rnnlab / raw, summed medians): {total_ours / total_raw:.3f}  (goal <= 1.05)"
+        f"overhead ratio (rnnlab / raw, all rounds): {mid:.3f} [{low:.3f}, {high:.3f}]  (goal <= 1.05)"
     )
 
 
