@@ -1,4 +1,5 @@
-"""Helpers for the benchmark scripts: configs as the CLI builds them, fresh processes, medians."""
+"""Helpers for the benchmark scripts: configs as the CLI builds them, fresh processes, mirrored
+rounds, medians."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -63,10 +65,36 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
-def quartiles(values: list[float]) -> tuple[float, float, float]:
-    """Lower quartile, median, upper quartile: the spread shows how noisy the machine was."""
+def spread(values: list[float]) -> str:
+    """'median [lower quartile, upper quartile]': the quartiles show how noisy the machine was."""
     low, mid, high = statistics.quantiles(values, n=4, method="inclusive")
-    return low, mid, high
+    return f"{mid:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def mirrored_order(names: Sequence[str], repeat: int) -> list[str]:
+    """A, B, B, A (reversed on odd repeats): a linear drift within the round cancels, and each
+    side runs once right after the other."""
+    half = list(names) if repeat % 2 == 0 else list(reversed(names))
+    return half + half[::-1]
+
+
+def mirrored_rounds(
+    order: list[str], rounds: int, run: Callable[[str], dict[str, float]]
+) -> list[dict[str, dict[str, float]]]:
+    """`rounds` times `run(name)` for every name of `order`; per round and name the mean of each
+    measure over that name's runs in the round (ratios are then taken within a round)."""
+    results = []
+    for _ in range(rounds):
+        measured: dict[str, list[dict[str, float]]] = {name: [] for name in order}
+        for name in order:
+            measured[name].append(run(name))
+        results.append(
+            {
+                name: {key: statistics.fmean(r[key] for r in runs) for key in runs[0]}
+                for name, runs in measured.items()
+            }
+        )
+    return results
 
 
 class EpochTimer(pl.Callback):

@@ -34,7 +34,9 @@ from _common import (
     here,
     in_fresh_process,
     median,
-    quartiles,
+    mirrored_order,
+    mirrored_rounds,
+    spread,
     train_with_callbacks,
 )
 
@@ -126,21 +128,12 @@ def run_epoch(
 def in_one_process(
     order: list[str], rounds: int, train_size: int
 ) -> list[dict[str, dict[str, float]]]:
-    """`rounds` times every variant of the mirrored `order`, after a short warm-up epoch; per
-    round and variant the mean of its epochs in that round."""
+    """After a short warm-up epoch, `rounds` times every variant of the mirrored `order`."""
     spent, callbacks = time_hooks(), {}
     run_epoch("plain", max(train_size // 20, 1024), spent, callbacks)  # warm-up: slower
-    results = []
-    for _ in range(rounds):
-        runs: dict[str, list[dict[str, float]]] = {variant: [] for variant in order}
-        for variant in order:
-            runs[variant].append(run_epoch(variant, train_size, spent, callbacks))
-        results.append(
-            {
-                variant: {key: sum(r[key] for r in epochs) / len(epochs) for key in epochs[0]}
-                for variant, epochs in runs.items()
-            }
-        )
+    results = mirrored_rounds(
+        order, rounds, lambda variant: run_epoch(variant, train_size, spent, callbacks)
+    )
     if "off" in callbacks and callbacks["off"] != callbacks["plain"]:
         raise SystemExit(f"off builds other callbacks than plain: {callbacks}")
     return results
@@ -163,12 +156,11 @@ def main() -> None:
         return
 
     script = str(here() / "insight_overhead.py")
-    ratios: dict[str, dict[str, list[float]]] = {v: {"epoch": [], "step": []} for v in VARIANTS}
+    ratios = {variant: {"epoch": [], "step": []} for variant in ("off", "on")}
     spent, plain_epochs, steps = [], [], 0
     for repeat in range(args.repeats):
         for variant in ("off", "on"):
-            half = ["plain", variant] if repeat % 2 == 0 else [variant, "plain"]
-            order = half + half[::-1]
+            order = mirrored_order(("plain", variant), repeat)
             results = in_fresh_process(
                 script, ",".join(order), str(args.rounds), str(args.train_size), str(args.threads)
             )
@@ -176,8 +168,8 @@ def main() -> None:
                 plain = result["plain"]
                 for key in ("epoch", "step"):
                     ratios[variant][key].append(result[variant][key] / plain[key])
-                    ratios["plain"][key].append(1.0)
-                spent += [result[variant]["insight"]] if variant == "on" else []
+                if variant == "on":
+                    spent.append(result["on"]["insight"])
                 plain_epochs.append(plain["epoch"])
                 steps = int(plain["steps"])
             print(
@@ -192,12 +184,8 @@ def main() -> None:
         f"{args.repeats * args.rounds} rounds per variant: median [quartiles]"
     )
     print(f"{'variant':>8} {'epoch ratio':>26} {'median-step ratio':>26}")
-    for variant in VARIANTS:
-        cells = []
-        for key in ("epoch", "step"):
-            low, mid, high = quartiles(ratios[variant][key])
-            cells.append(f"{mid:.3f} [{low:.3f}, {high:.3f}]")
-        print(f"{variant:>8} {cells[0]:>26} {cells[1]:>26}")
+    for variant, ratio in ratios.items():
+        print(f"{variant:>8} {spread(ratio['epoch']):>26} {spread(ratio['step']):>26}")
     print("goal: off / plain <= 1.02 (off and plain build the same callbacks: any gap is noise)")
     print(
         f"time inside the insight callbacks when on: {median(spent):.2f} s per epoch = "

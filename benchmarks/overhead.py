@@ -26,7 +26,9 @@ from _common import (
     here,
     in_fresh_process,
     median,
-    quartiles,
+    mirrored_order,
+    mirrored_rounds,
+    spread,
     train_with_callbacks,
 )
 from hydra.utils import instantiate
@@ -80,17 +82,13 @@ def raw_epoch(batch_size: int, train_size: int) -> float:
 
 def rounds_in_one_process(
     order: list[str], rounds: int, batch_size: int, train_size: int
-) -> list[dict[str, float]]:
-    """`rounds` times the epochs of `order`; per round and kind the mean of its epochs."""
+) -> list[dict[str, dict[str, float]]]:
+    """After a warm-up epoch, `rounds` times the epochs of `order`."""
     epoch = {"raw": raw_epoch, "rnnlab": rnnlab_epoch}
     raw_epoch(batch_size, max(train_size // 20, 1024))  # warm-up: the first epoch is slower
-    results = []
-    for _ in range(rounds):
-        seconds: dict[str, list[float]] = {kind: [] for kind in order}
-        for kind in order:
-            seconds[kind].append(epoch[kind](batch_size, train_size))
-        results.append({kind: sum(runs) / len(runs) for kind, runs in seconds.items()})
-    return results
+    return mirrored_rounds(
+        order, rounds, lambda kind: {"seconds": epoch[kind](batch_size, train_size)}
+    )
 
 
 def main() -> None:
@@ -117,19 +115,18 @@ def main() -> None:
     }
     for repeat in range(args.repeats):
         for batch_size in BATCH_SIZES:
-            half = ["raw", "rnnlab"] if repeat % 2 == 0 else ["rnnlab", "raw"]
-            order = half + half[::-1]
+            order = mirrored_order(("raw", "rnnlab"), repeat)
             results = in_fresh_process(
                 script, ",".join(order), str(args.rounds), str(batch_size), str(args.train_size)
             )
             for result in results:
-                ratios[batch_size].append(result["rnnlab"] / result["raw"])
-                for kind in half:
-                    seconds[kind, batch_size].append(result[kind])
+                ratios[batch_size].append(result["rnnlab"]["seconds"] / result["raw"]["seconds"])
+                for kind in ("raw", "rnnlab"):
+                    seconds[kind, batch_size].append(result[kind]["seconds"])
             print(
                 f"  repeat {repeat + 1}, batch {batch_size} ({','.join(order)} x{args.rounds}), "
                 "rnnlab / raw per round: "
-                + " ".join(f"{r['rnnlab'] / r['raw']:.3f}" for r in results),
+                + " ".join(f"{ratio:.3f}" for ratio in ratios[batch_size][-len(results) :]),
                 flush=True,
             )
     print(
@@ -139,13 +136,10 @@ def main() -> None:
     )
     print(f"{'batch':>6} {'raw s':>8} {'rnnlab s':>9} {'rnnlab / raw':>26}")
     for batch_size in BATCH_SIZES:
-        low, mid, high = quartiles(ratios[batch_size])
         raw, ours = median(seconds["raw", batch_size]), median(seconds["rnnlab", batch_size])
-        print(f"{batch_size:>6} {raw:8.2f} {ours:9.2f} {f'{mid:.3f} [{low:.3f}, {high:.3f}]':>26}")
-    low, mid, high = quartiles([r for b in BATCH_SIZES for r in ratios[b]])
-    print(
-        f"overhead ratio (rnnlab / raw, all rounds): {mid:.3f} [{low:.3f}, {high:.3f}]  (goal <= 1.05)"
-    )
+        print(f"{batch_size:>6} {raw:8.2f} {ours:9.2f} {spread(ratios[batch_size]):>26}")
+    all_rounds = [ratio for b in BATCH_SIZES for ratio in ratios[b]]
+    print(f"overhead ratio (rnnlab / raw, all rounds): {spread(all_rounds)}  (goal <= 1.05)")
 
 
 if __name__ == "__main__":

@@ -133,7 +133,7 @@ def main() -> None:
 
 
 def matmul_seconds(run) -> float:
-    """Seconds `run` spends in matrix products (self CPU time of mm/addmm/bmm/matmul kernels)."""
+    """Seconds `run` spends in matrix products (self CPU time of the mm/addmm/bmm kernels)."""
     from torch.profiler import profile
 
     with profile() as prof:

@@ -184,11 +184,11 @@ class AutoregressiveDecoder(nn.Module):
         would each cost a vocabulary-sized gradient in backward. With teacher_forcing < 1 it
         feeds back its own prediction with that probability, so it needs each step's logits.
         """
-        if self.attention is None and teacher_forcing >= 1.0:
-            outputs, _ = self.rnn(self.dropout(self.embedding(tgt_inputs)), state.hidden)
-            return self.logits(outputs), None
         if teacher_forcing >= 1.0:
             embedded = self.dropout(self.embedding(tgt_inputs))
+            if self.attention is None:
+                outputs, _ = self.rnn(embedded, state.hidden)
+                return self.logits(outputs), None
             features, weights = [], []
             for t in range(tgt_inputs.size(1)):
                 step_features, state, step_weights = self.recur(embedded[:, t], state)
