@@ -66,7 +66,7 @@ def test_ddp_cpu_writes_one_run_dir_and_syncs_test_metrics(tmp_path):
     assert len(runs) == 1, runs
     assert not (tmp_path / "outputs" / "parity" / "multirun").exists()
     ddp_test = json.loads((runs[0] / "result.json").read_text())["test"]
-    best = next((runs[0] / "checkpoints").glob("best-*.ckpt"))
+    best = next((runs[0] / "checkpoints").glob("best.ckpt"))
     single = evaluate(str(best), accelerator="cpu")  # same weights, one process
     for key in ("test/parity_acc", "test/loss"):
         assert ddp_test[key] == pytest.approx(single[key], abs=1e-5), key

@@ -162,7 +162,7 @@ def test_training_order_depends_only_on_seed_and_epoch():
 
     def first_batch(epoch):
         loader = data.train_dataloader()
-        loader.sampler.set_epoch(epoch)
+        loader.batch_sampler.sampler.set_epoch(epoch)
         return next(iter(loader))["inputs"]
 
     torch.manual_seed(123)

@@ -86,7 +86,7 @@ def test_lr_find_sets_the_learning_rate_before_training(tmp_path, capsys):
 def test_run_writes_checkpoints_tensorboard_and_hparams(addition_run):
     metrics, output_dir = addition_run
     assert (output_dir / "checkpoints" / "last.ckpt").is_file()
-    assert list((output_dir / "checkpoints").glob("best-epoch*.ckpt"))
+    assert list((output_dir / "checkpoints").glob("best.ckpt"))
     events = EventAccumulator(str(output_dir / "tensorboard"), size_guidance={"tensors": 0})
     events.Reload()
     scalars = set(events.Tags()["scalars"])
@@ -156,7 +156,7 @@ def test_predict_unknown_character_is_a_clear_error(addition_run, capsys):
 
 def test_evaluate_on_own_split_and_on_a_user_file(addition_run, tmp_path, capsys):
     metrics, output_dir = addition_run
-    best = next((output_dir / "checkpoints").glob("best-epoch*.ckpt"))
+    best = next((output_dir / "checkpoints").glob("best.ckpt"))
     again = evaluate.evaluate(str(best), accelerator="cpu")
     assert again["test/exact_match"] == pytest.approx(metrics["test/exact_match"], abs=1e-6)
 

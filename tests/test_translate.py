@@ -419,7 +419,7 @@ def test_made_up_language_is_learned_to_high_bleu(made_up_run):
 @pytest.mark.slow
 def test_checkpoint_translates_and_draws_attention_maps(made_up_run, capsys, monkeypatch, caplog):
     _, run = made_up_run
-    ckpt = run / "checkpoints" / "last.ckpt"
+    ckpt = run / "checkpoints" / "best.ckpt"  # the model the test metrics were measured on
     _, datamodule, module = load_checkpoint(ckpt)
     assert datamodule.train_set is None and datamodule.word_level  # no data was read
     assert predict.main([f"ckpt_path={ckpt}", "text=kazu mibi lozu ."]) == 0

@@ -13,11 +13,10 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from rnnlab.checkpoints import CONFIG_KEY, read_checkpoint
 from rnnlab.data.base import TaskDataModule
-from rnnlab.errors import DataError, RnnlabError
+from rnnlab.errors import CheckpointError, RnnlabError
 from rnnlab.tasks.base import TaskModule
-
-CONFIG_KEY = "rnnlab_config"  # where checkpoints keep the resolved run config
 
 
 def instantiate_node(cfg: DictConfig, key: str, **kwargs: Any) -> Any:
@@ -66,24 +65,24 @@ def build(cfg: DictConfig, data_state: dict | None = None) -> tuple[TaskDataModu
 
 
 def load_checkpoint(
-    path: str | Path, map_location: str | torch.device = "cpu"
+    path: str | Path, map_location: str | torch.device = "cpu", *, trust: bool = False
 ) -> tuple[DictConfig, TaskDataModule, TaskModule]:
     """Rebuild (config, datamodule, module) from a checkpoint alone, without reading any data.
 
-    `weights_only=True`: checkpoints hold tensors and plain containers only (the config and
-    vocabularies are stored as dicts), so nothing is unpickled.
+    The file is read as data (`read_checkpoint`: `weights_only=True`, and its stored config may
+    only name rnnlab's classes and the library classes rnnlab uses, unless `trust`).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(
-            f"checkpoint {path} does not exist: pass ckpt_path=<run dir>/checkpoints/last.ckpt"
-        )
-    checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    if CONFIG_KEY not in checkpoint:
-        raise DataError(f"{path} is not an rnnlab checkpoint (it has no {CONFIG_KEY!r} entry)")
+    checkpoint = read_checkpoint(path, trust=trust)
     cfg = OmegaConf.create(checkpoint[CONFIG_KEY])
-    datamodule = instantiate_node(cfg, "data")
-    datamodule, module = build(cfg, checkpoint.get(type(datamodule).__qualname__, {}))
-    module.load_state_dict(checkpoint["state_dict"])
-    module.eval()
+    # Lightning keeps a datamodule's state under its class name.
+    data_state = checkpoint.get(str(cfg.data._target_).rsplit(".", 1)[-1], {})
+    datamodule, module = build(cfg, data_state)
+    try:
+        module.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as error:
+        first = str(error).strip().splitlines()[-1].strip()[:160]
+        raise CheckpointError(
+            f"{path}: its weights do not fit the model its config describes ({first})"
+        ) from None
+    module.to(map_location).eval()
     return cfg, datamodule, module

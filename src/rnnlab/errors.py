@@ -21,3 +21,7 @@ def require(condition: bool, key: str, message: str) -> None:
     """Raise ConfigError for `key` unless `condition` holds; keeps argument checks one line each."""
     if not condition:
         raise ConfigError(f"{key}: {message}")
+
+
+class CheckpointError(RnnlabError, ValueError):
+    """A checkpoint is missing, unreadable, not rnnlab's, or names something it may not build."""

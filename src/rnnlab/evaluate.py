@@ -16,7 +16,7 @@ from rnnlab.errors import RnnlabError
 
 USAGE = (
     "usage: python -m rnnlab.evaluate ckpt_path=<file.ckpt> [data.path=<file>] "
-    "[data.batch_size=N] [accelerator=cpu|gpu|auto]"
+    "[data.batch_size=N] [accelerator=cpu|gpu|auto] [trust_checkpoint=true]"
 )
 
 
@@ -25,11 +25,14 @@ def evaluate(
     data_path: str | None = None,
     accelerator: str = "auto",
     batch_size: int | None = None,
+    trust: bool = False,
 ) -> dict[str, float]:
-    """Test metrics of the checkpoint on its own test split, or on all of `data_path`."""
+    """Test metrics of the checkpoint on its own test split, or on all of `data_path`.
+
+    `trust`: build whatever classes its stored config names (see `rnnlab.trust`)."""
     from rnnlab.builder import load_checkpoint
 
-    _, datamodule, module = load_checkpoint(ckpt_path)
+    _, datamodule, module = load_checkpoint(ckpt_path, trust=trust)
     if batch_size:
         datamodule.eval_batch_size = batch_size
     if data_path is not None:
@@ -49,7 +52,7 @@ def evaluate(
 def main(argv: Sequence[str] | None = None) -> int:
     args = OmegaConf.from_cli(list(sys.argv[1:] if argv is None else argv))
     data = args.get("data") or {}
-    unknown = (set(args) - {"ckpt_path", "data", "accelerator"}) | (
+    unknown = (set(args) - {"ckpt_path", "data", "accelerator", "trust_checkpoint"}) | (
         set(data) - {"path", "batch_size"}
     )
     if "ckpt_path" not in args or unknown:
@@ -64,6 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             data.get("path"),
             args.get("accelerator", "auto"),
             data.get("batch_size"),
+            trust=args.get("trust_checkpoint") is True,
         )
     except RnnlabError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -34,7 +34,7 @@ from rnnlab.tasks.seq2seq import DECODING_DEFAULTS
 
 USAGE = (
     "usage: python -m rnnlab.predict ckpt_path=<file.ckpt> [text=<input> | image=<file.png>] "
-    "[batch_size=256]"
+    "[batch_size=256] [trust_checkpoint=true]"
 )
 # Text generation (task=book): how much to generate and how to sample. Absent seed = fresh
 # randomness each run; with text= the continuation is streamed as it is generated.
@@ -145,6 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "batch_size",
         "device",
         "interactive",
+        "trust_checkpoint",
         *GENERATION_OPTIONS,
         *DECODING_OPTIONS,
     }
@@ -160,7 +161,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     input_key = "image" if "image" in args else "text"
     try:
         _, datamodule, module = load_checkpoint(
-            args.ckpt_path, map_location=args.get("device", "cpu")
+            args.ckpt_path,
+            map_location=args.get("device", "cpu"),
+            trust=args.get("trust_checkpoint") is True,
         )
     except RnnlabError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -25,12 +25,22 @@ def run_dir(root: str, timestamp: str, ckpt_path: str | None) -> str:
     return f"{root}/{timestamp}"
 
 
+def hydra_subdir(ckpt_path: str | None, timestamp: str) -> str:
+    """Where Hydra writes the composed config and overrides: `.hydra` for a new run; a resumed
+    run keeps the original's and writes its own under `.hydra/resume-<timestamp>`."""
+    return f".hydra/resume-{timestamp}" if ckpt_path else ".hydra"
+
+
 def optuna_direction(mode: str) -> str:
     """A task's `mode` (max/min) as Optuna's study direction."""
     return "maximize" if mode == "max" else "minimize"
 
 
 def register() -> None:
-    for name, resolver in (("rnnlab_run_dir", run_dir), ("rnnlab_direction", optuna_direction)):
+    for name, resolver in (
+        ("rnnlab_run_dir", run_dir),
+        ("rnnlab_hydra_subdir", hydra_subdir),
+        ("rnnlab_direction", optuna_direction),
+    ):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, resolver)

@@ -10,6 +10,7 @@ import functools
 import json
 import logging
 import math
+import os
 import sys
 import time
 import warnings
@@ -18,13 +19,14 @@ from typing import Any
 
 import hydra
 import lightning.pytorch as pl
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
-from rnnlab.builder import CONFIG_KEY, build, instantiate_node
+from rnnlab.builder import build, instantiate_node
+from rnnlab.checkpoints import CONFIG_KEY, RunStateInCheckpoint, check_resumable, read_checkpoint
 from rnnlab.errors import ConfigError, RnnlabError
 
 log = logging.getLogger(__name__)
@@ -56,40 +58,26 @@ def _register_sweeper() -> None:
 _register_sweeper()
 
 
-class RunStateInCheckpoint(pl.Callback):
-    """Puts in every checkpoint what Lightning leaves out: the resolved run config (so predict and
-    evaluate need nothing else) and the RNG states (so a run resumed from `last.ckpt` draws the
-    same dropout masks as an uninterrupted one and ends with the same metrics)."""
+def resolve_ckpt_path(ckpt_path: str | None, cfg: DictConfig) -> str | None:
+    """`last` -> this run dir's last.ckpt (the run-dir resolver made it the resumed run's dir).
 
-    def __init__(self, config: dict):
-        self.config = config
-
-    def on_save_checkpoint(
-        self, trainer: pl.Trainer, module: pl.LightningModule, checkpoint: dict
-    ) -> None:
-        checkpoint[CONFIG_KEY] = self.config
-
-    def state_dict(self) -> dict:
-        cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
-        return {"torch": torch.get_rng_state(), "cuda": cuda}
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        torch.set_rng_state(state_dict["torch"])
-        if state_dict["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state_dict["cuda"])
-
-
-def resolve_ckpt_path(ckpt_path: str | None, output_dir: str) -> str | None:
-    """`last` -> this run dir's last.ckpt (the resolver above made it the resumed run's dir)."""
+    The file is checked before Lightning reads it: readable, rnnlab's, this task's, with this
+    run's model settings; each problem is one CheckpointError naming the file and the fix."""
     if ckpt_path is None:
         return None
     path = (
-        Path(output_dir) / "checkpoints" / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path)
+        Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+        if ckpt_path == "last"
+        else Path(ckpt_path)
     )
-    if not path.is_file():
+    if ckpt_path == "last" and not path.exists():
         raise ConfigError(
-            f"ckpt_path={ckpt_path}: no checkpoint at {path}; train a run first or give a .ckpt path"
+            f"ckpt_path=last: no checkpoint at {path}; train a run first or give a .ckpt path"
         )
+    # Nothing of the stored config is built when resuming (this run's config is), so no trust
+    # check; the file is still read as data only.
+    stored = read_checkpoint(path, trust=True)[CONFIG_KEY]
+    check_resumable(stored, OmegaConf.to_container(cfg, resolve=True), path)
     return str(path)
 
 
@@ -162,6 +150,7 @@ def run_diagnosis(
 
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """Fit, then test the best checkpoint. Returns (metrics, objects)."""
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg)  # a bad file fails before any work
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule, module = build(cfg)
     config = OmegaConf.to_container(cfg, resolve=True)
@@ -174,13 +163,14 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         cfg, "trainer", callbacks=callbacks, logger=loggers or False
     )
 
-    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.output_dir)
     if cfg.get("train", True) and ckpt_path is None:
         tune(cfg.get("tune") or {}, trainer, module, datamodule)
     if cfg.get("train", True):
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    checkpoint = trainer.checkpoint_callback
+    checkpoint = next(
+        (c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint)), None
+    )
     if checkpoint is not None and checkpoint.best_model_score is not None:
         metrics[f"{cfg.monitor}_best"] = float(checkpoint.best_model_score)
     if cfg.get("test", True):
@@ -220,10 +210,37 @@ def optimized_value(cfg: DictConfig, metrics: dict[str, float]) -> float | None:
 
 
 def write_result(output_dir: str, result: dict[str, Any]) -> None:
-    """One job's outcome as JSON in its run dir: what sweep summaries are built from."""
+    """Add this attempt to the run's record, `result.json` in its run dir.
+
+    The top-level keys describe the latest attempt (what sweep summaries read); `attempts` keeps
+    every attempt in order, so a resume or a failed retry never erases what a finished attempt
+    recorded. Written atomically: a kill leaves the old record or the new one."""
     path = Path(output_dir) / "result.json"
+    attempts: list[dict[str, Any]] = []
+    if path.is_file():
+        try:
+            previous = json.loads(path.read_text())
+            attempts = previous.get("attempts") or [previous]
+        except (ValueError, AttributeError):
+            aside = path.with_name(f"result.unreadable-{int(time.time())}.json")
+            path.replace(aside)
+            log.warning("%s was not JSON; kept it as %s", path, aside)
+    attempts = [*attempts, result]
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2))
+    partial = path.with_name(f".result.json.{os.getpid()}.tmp")
+    partial.write_text(json.dumps({**result, "attempts": attempts}, indent=2))
+    os.replace(partial, path)
+
+
+def _log_lightning_to_run_log() -> None:
+    """Lightning gives its loggers a console handler of their own and stops propagation, so their
+    lines would miss Hydra's `train.log`; give them the root logger's file handlers too."""
+    files = [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logger = logging.getLogger(name)
+        for handler in files:
+            if handler not in logger.handlers:
+                logger.addHandler(handler)
 
 
 def _spawn_in_multirun(cfg: DictConfig) -> None:
@@ -239,6 +256,7 @@ def main(cfg: DictConfig) -> float | None:
     """Train one job. In a multirun a failing job is recorded and the sweep goes on: it returns
     None, which Optuna records as a failed trial."""
     hydra_cfg = HydraConfig.get()
+    _log_lightning_to_run_log()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     if multirun:
         _spawn_in_multirun(cfg)
@@ -247,6 +265,8 @@ def main(cfg: DictConfig) -> float | None:
         "metric": cfg.get("optimized_metric"),
         "value": None,
         "status": "failed",
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "ckpt_path": cfg.get("ckpt_path"),
     }
     start = time.perf_counter()
     try:
@@ -255,6 +275,9 @@ def main(cfg: DictConfig) -> float | None:
         result["epochs"] = objects["trainer"].current_epoch
         result["test"] = {k: v for k, v in metrics.items() if k.startswith("test/")}
         result["status"] = "ok" if result["value"] is not None else "nan"
+    except (KeyboardInterrupt, SystemExit):  # Lightning turns Ctrl-C into SystemExit
+        result["status"] = "interrupted"
+        raise
     except Exception as error:
         result["error"] = f"{type(error).__name__}: {error}"
         if not multirun:

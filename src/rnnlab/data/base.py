@@ -12,10 +12,18 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 
 import lightning.pytorch as pl
+import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from rnnlab.data.batching import EpochShuffleSampler, TensorBatchDataset, keep_batch, pad_collate
+from rnnlab.data.batching import (
+    EpochBatchSampler,
+    EpochShuffleSampler,
+    ResumableLoader,
+    TensorBatchDataset,
+    keep_batch,
+    pad_collate,
+)
 from rnnlab.errors import DataError, InputError, require
 
 
@@ -60,15 +68,23 @@ class TaskDataModule(pl.LightningDataModule, ABC):
     def _loader(self, dataset: Dataset | None, *, train: bool) -> DataLoader:
         if dataset is None:
             raise RuntimeError(f"{type(self).__name__}.setup() has not built this split yet")
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size if train else self.eval_batch_size,
-            sampler=EpochShuffleSampler(dataset, self.seed) if train else None,
-            collate_fn=keep_batch,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
-        )
+        if not train:
+            return DataLoader(dataset, batch_size=self.eval_batch_size, **self.loader_options())
+        batches = EpochBatchSampler(EpochShuffleSampler(dataset, self.seed), self.batch_size, False)
+        return ResumableLoader(dataset, batch_sampler=batches, **self.loader_options())
+
+    def loader_options(self) -> dict:
+        """What every loader of this datamodule shares: batches come whole from the dataset, and
+        each loader has its own generator: a DataLoader without one draws its workers' base seed
+        from the global RNG on every pass, so a resumed run (which starts its passes at other
+        moments) would see other dropout masks than an uninterrupted one."""
+        return {
+            "generator": torch.Generator().manual_seed(self.seed),
+            "collate_fn": keep_batch,
+            "num_workers": self.num_workers,
+            "pin_memory": self.pin_memory,
+            "persistent_workers": self.num_workers > 0,
+        }
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, train=True)

@@ -1,13 +1,16 @@
-"""Batches as whole-tensor slices: one gather per batch instead of N `__getitem__` + collate."""
+"""Batches as whole-tensor slices: one gather per batch instead of N `__getitem__` + collate;
+training loaders that can resume mid-epoch."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import itertools
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
-from torch.utils.data import Dataset, RandomSampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
 
 class TensorBatchDataset(Dataset):
@@ -62,6 +65,72 @@ class EpochShuffleSampler(RandomSampler):
     def __iter__(self):
         self.generator.manual_seed(self.seed * 1_000_003 + self.epoch)
         return super().__iter__()
+
+
+class StartMidEpoch:
+    """Mixin for a (batch) sampler: after `skip = n` its next pass leaves out its first n items.
+
+    A run resumed from a mid-epoch checkpoint sets it (through `ResumableLoader`), so the rest of
+    the epoch is exactly the batches an uninterrupted run would still have drawn. Subclasses give
+    their order in `epoch_order` (a generator, so an epoch-seeded order is decided when the pass
+    starts, after Lightning's `set_epoch`); by default the base sampler's own.
+    """
+
+    skip = 0
+
+    def epoch_order(self) -> Iterator[Any]:
+        return super().__iter__()
+
+    def __iter__(self) -> Iterator[Any]:
+        skip, self.skip = self.skip, 0
+        return itertools.islice(self.epoch_order(), skip, None)
+
+
+class EpochBatchSampler(StartMidEpoch, BatchSampler):
+    """Batches of `batch_size` in the order of `sampler` (e.g. an EpochShuffleSampler)."""
+
+
+class InOrder(StartMidEpoch, SequentialSampler):
+    """Items in order (each item a whole batch, e.g. the tracks of a stateful language model)."""
+
+
+class ResumableLoader(DataLoader):
+    """A training DataLoader Lightning can checkpoint mid-epoch.
+
+    Its `state_dict` (Lightning stores it in every checkpoint) is the epoch and how many batches
+    of it were handed out; `load_state_dict` sets its (batch) sampler's `skip`, so the next pass
+    continues after them. Lightning prefetches nothing from a loader with a length, so the
+    batches handed out are the batches trained on. Its order must be a `StartMidEpoch`.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._epoch = 0
+        self._served = 0
+
+    def _order(self) -> Any:
+        return self.batch_sampler if self.batch_sampler is not None else self.sampler
+
+    def __iter__(self) -> Iterator[Any]:
+        order = self._order()
+        self._epoch = getattr(getattr(order, "sampler", order), "epoch", 0)
+        self._served = order.skip
+        for batch in super().__iter__():
+            self._served += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self._epoch, "batches": self._served}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        if state["batches"] >= len(self):  # saved at an epoch's end: the next one starts whole
+            return
+        order = self._order()
+        order.skip = state["batches"]
+        # With worker processes the first indices are drawn before Lightning's set_epoch.
+        inner = getattr(order, "sampler", order)
+        if hasattr(inner, "set_epoch"):
+            inner.set_epoch(state["epoch"])
 
 
 def pad_collate(examples: Sequence[Mapping[str, Tensor]], pad_id: int = 0) -> dict[str, Tensor]:

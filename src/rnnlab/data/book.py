@@ -36,7 +36,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from rnnlab.data.base import TaskDataModule
-from rnnlab.data.batching import keep_batch
+from rnnlab.data.batching import InOrder, ResumableLoader
 from rnnlab.data.download import DownloadError, download
 from rnnlab.data.readers import CorpusError, read_lines, strip_gutenberg
 from rnnlab.data.vocab import PAD, UNK, Vocab
@@ -427,21 +427,19 @@ class BookData(TaskDataModule):
         return TokenTracks(stream, seq_len, tracks)
 
     # Loaders ---------------------------------------------------------------------------------
-    def _track_loader(self, dataset: Dataset | None) -> DataLoader:
+    def _track_loader(self, dataset: Dataset | None, *, train: bool = False) -> DataLoader:
         if dataset is None:
             raise RuntimeError("BookData.setup() has not built this split yet")
-        return DataLoader(
-            dataset,
-            batch_size=None,  # each item is a whole batch of tracks, in order
-            collate_fn=keep_batch,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
+        # Each item is a whole batch of tracks, in order.
+        if not train:
+            return DataLoader(dataset, batch_size=None, **self.loader_options())
+        return ResumableLoader(
+            dataset, batch_size=None, sampler=InOrder(dataset), **self.loader_options()
         )
 
     def train_dataloader(self) -> DataLoader:
         if self.stateful:
-            return self._track_loader(self.train_set)
+            return self._track_loader(self.train_set, train=True)
         return super().train_dataloader()
 
     def val_dataloader(self) -> DataLoader:

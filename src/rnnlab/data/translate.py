@@ -35,7 +35,12 @@ from torch import Tensor
 from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
 
 from rnnlab.data.base import TaskDataModule
-from rnnlab.data.batching import EpochShuffleSampler, TensorBatchDataset, keep_batch
+from rnnlab.data.batching import (
+    EpochShuffleSampler,
+    ResumableLoader,
+    StartMidEpoch,
+    TensorBatchDataset,
+)
 from rnnlab.data.download import DownloadError, check_zip, download
 from rnnlab.data.readers import CorpusError, read_moses_pairs, read_moses_zip, read_tsv_pairs
 from rnnlab.data.text import (
@@ -78,7 +83,7 @@ BOOK_SENTENCES = (
 )
 
 
-class BucketBatchSampler(BatchSampler):
+class BucketBatchSampler(StartMidEpoch, BatchSampler):
     """Batches of similar length: less padding, and shorter RNN loops.
 
     The indices of `sampler` (shuffled by it, e.g. an `EpochShuffleSampler`, or its shard under
@@ -123,7 +128,7 @@ class BucketBatchSampler(BatchSampler):
             batches = [batches[i] for i in torch.randperm(len(batches), generator=generator)]
         return batches
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def epoch_order(self) -> Iterator[list[int]]:
         for batch in self._batches():
             yield batch.tolist()
 
@@ -533,14 +538,8 @@ class TranslationData(TaskDataModule):
             shuffle=train,
             seed=self.seed,
         )
-        return DataLoader(
-            dataset,
-            batch_sampler=batch_sampler,
-            collate_fn=keep_batch,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
-        )
+        loader = ResumableLoader if train else DataLoader
+        return loader(dataset, batch_sampler=batch_sampler, **self.loader_options())
 
     def train_dataloader(self) -> DataLoader:
         return self._bucket_loader(self.train_set, train=True)

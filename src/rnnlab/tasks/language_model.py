@@ -96,6 +96,16 @@ class LanguageModelTask(TaskModule):
         loss = F.cross_entropy(logits.flatten(0, 1), batch["targets"].flatten())
         return {"loss": loss, "logits": logits}
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Stateful training carries the hidden state from batch to batch: a mid-epoch checkpoint
+        # needs it for the resumed run to continue exactly.
+        if "train" in self._carried:
+            checkpoint["carried_state"] = self._carried["train"]
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "carried_state" in checkpoint:
+            self._carried["train"] = checkpoint["carried_state"]
+
     def update_metrics(self, metrics: nn.ModuleDict, batch: dict[str, Tensor], step: dict) -> None:
         for metric in metrics.values():
             metric.update(step["logits"], batch["targets"])
