@@ -249,7 +249,9 @@ def test_a_broken_last_ckpt_suggests_the_intact_best_beside_it(good_checkpoint, 
     path = tmp_path / "last.ckpt"
     path.write_bytes(b"")
     (tmp_path / "best.ckpt").write_bytes(good_checkpoint.read_bytes())
-    with pytest.raises(CheckpointError, match=f"intact checkpoint sits beside it: {tmp_path}/best"):
+    with pytest.raises(
+        CheckpointError, match=f"intact checkpoint sits beside it: ckpt_path={tmp_path}/best"
+    ):
         read_checkpoint(path)
 
 

@@ -163,7 +163,9 @@ def _load(path: Path) -> dict:
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} is not a file: pass the path of a .ckpt file")
     if path.stat().st_size == 0:
-        raise CheckpointError(f"{path} is empty (0 bytes): a save was interrupted")
+        raise CheckpointError(
+            f"{path} is empty (0 bytes): a save was interrupted; pass another checkpoint"
+        )
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
@@ -172,14 +174,19 @@ def _load(path: Path) -> dict:
             reason = "it holds pickled objects, which loading as data refuses"
         else:
             reason = f"it is truncated or not a torch checkpoint ({type(error).__name__}: {detail})"
-        raise CheckpointError(f"{path} cannot be read: {reason}") from None
+        raise CheckpointError(
+            f"{path} cannot be read: {reason}; pass a .ckpt that `python -m rnnlab` wrote"
+        ) from None
     if not isinstance(checkpoint, dict) or CONFIG_KEY not in checkpoint:
         raise CheckpointError(
             f"{path} is not an rnnlab checkpoint (it has no {CONFIG_KEY!r} entry): pass a .ckpt "
             "that `python -m rnnlab` wrote"
         )
     if not isinstance(checkpoint.get("state_dict"), dict):
-        raise CheckpointError(f"{path} is not an rnnlab checkpoint (it has no model weights)")
+        raise CheckpointError(
+            f"{path} is not an rnnlab checkpoint (it has no model weights): pass a .ckpt that "
+            "`python -m rnnlab` wrote"
+        )
     return checkpoint
 
 
@@ -206,7 +213,9 @@ def read_checkpoint(path: str | os.PathLike, *, trust: bool = False) -> dict:
         sibling = _intact_sibling(path) if path.parent.is_dir() else None
         if sibling is None:
             raise
-        raise CheckpointError(f"{error}; an intact checkpoint sits beside it: {sibling}") from None
+        raise CheckpointError(
+            f"{error}. An intact checkpoint sits beside it: ckpt_path={sibling}"
+        ) from None
     if not trust:
         check_stored_config(checkpoint[CONFIG_KEY], str(path))
     return checkpoint
