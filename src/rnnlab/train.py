@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rnnlab.builder import build, instantiate_node
 from rnnlab.checkpoints import CONFIG_KEY, RunStateInCheckpoint, check_resumable, read_checkpoint
+from rnnlab.config_checks import check_config
 from rnnlab.errors import ConfigError, RnnlabError
 
 log = logging.getLogger(__name__)
@@ -150,6 +151,7 @@ def run_diagnosis(
 
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """Fit, then test the best checkpoint. Returns (metrics, objects)."""
+    check_config(cfg)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg)  # a bad file fails before any work
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule, module = build(cfg)

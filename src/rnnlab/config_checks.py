@@ -1,0 +1,188 @@
+"""Every value a user can type on the command line, checked before anything is built or read.
+
+One table: key pattern -> what the key may hold. `check_config` runs first in `train`, so a typo
+such as `model.hidden_size=abc` fails in a second with one line naming the key, instead of after
+a download or a long data read (models, optimizers, schedulers and the Trainer are only
+built after the data) or as a traceback deep in torch.
+
+Ranges live here for what is checked late or nowhere else (seed, model, optimizer, scheduler,
+trainer); the datamodule constructors already check their own ranges before reading anything,
+so for `data.*` the table checks only the type (a constructor comparing `"abc" > 0` would give a
+traceback).
+"""
+
+from __future__ import annotations
+
+import codecs
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from rnnlab.errors import require
+
+_ASCII = bytes(range(128))  # text readers split on b"\n": an encoding must keep ASCII as is
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What a key may hold: `text` tells the user, `allows` checks a value."""
+
+    text: str
+    allows: Callable[[Any], bool]
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def integer(
+    low: int | None = None,
+    high: int | None = None,
+    *,
+    also: tuple[int, ...] = (),
+    null: bool = False,
+) -> Rule:
+    """An int (not a bool, not 3.0) in [low, high], or one of `also`, or None with `null`."""
+    if low is not None and high is not None:
+        text = f"an integer in [{low}, {high}]"
+    elif low == 1:
+        text = "a positive integer"
+    elif low is not None:
+        text = f"an integer >= {low}"
+    else:
+        text = "an integer"
+    text += "".join(f" or {value}" for value in also) + (" or null" if null else "")
+
+    def allows(value: Any) -> bool:
+        if value is None:
+            return null
+        if not _is_int(value):
+            return False
+        return value in also or ((low is None or value >= low) and (high is None or value <= high))
+
+    return Rule(text, allows)
+
+
+def number(
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+    null: bool = False,
+) -> Rule:
+    """A finite int or float within the bounds (open or closed), or None with `null`."""
+    if low is not None and high is not None:
+        text = f"a number in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+    elif low is not None:
+        text = f"a number {'>' if low_open else '>='} {low}"
+    else:
+        text = "a number"
+    text += " or null" if null else ""
+
+    def allows(value: Any) -> bool:
+        if value is None:
+            return null
+        if not _is_number(value):
+            return False
+        above = low is None or (value > low if low_open else value >= low)
+        below = high is None or (value < high if high_open else value <= high)
+        return above and below
+
+    return Rule(text, allows)
+
+
+def _ascii_compatible_codec(value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        return _ASCII.decode(codecs.lookup(value).name) == _ASCII.decode("ascii")
+    except (LookupError, UnicodeError):
+        return False
+
+
+TEXT_ENCODING = Rule(
+    "a text encoding Python knows that keeps ASCII as is (utf-8, latin-1, cp1252, ...)",
+    _ascii_compatible_codec,
+)
+
+# First matching pattern wins (fnmatch: `*` matches any run of characters, dots included).
+RULES: tuple[tuple[str, Rule], ...] = (
+    ("seed", integer(0, 2**32 - 1)),  # what Lightning's seed_everything accepts
+    ("*.seed", integer(0, null=True)),
+    # model: its constructor checks run after the data is read
+    ("model.hidden_size", integer(1)),
+    ("model.embedding_dim", integer(1)),
+    ("model.num_layers", integer(1)),
+    ("model.dropout", number(0, 1, high_open=True)),
+    ("model.teacher_forcing", number(0, 1)),
+    ("model.*_size", integer(1, null=True)),
+    # optimizer and scheduler: torch checks these only when training starts
+    ("optimizer.lr", number(0, low_open=True)),
+    ("optimizer.weight_decay", number(0)),
+    ("optimizer.momentum", number(0, 1)),
+    ("optimizer.eps", number(0, low_open=True)),
+    ("scheduler.T_max", integer(1)),
+    ("scheduler.eta_min", number(0)),
+    ("scheduler.factor", number(0, 1, low_open=True, high_open=True)),
+    ("scheduler.patience", integer(0)),
+    # trainer: Lightning runs max_epochs=0 as "nothing to do" and reports success
+    ("trainer.max_epochs", integer(1, also=(-1,), null=True)),
+    ("trainer.min_epochs", integer(0, null=True)),
+    ("trainer.max_steps", integer(1, also=(-1,))),
+    ("trainer.min_steps", integer(0, null=True)),
+    ("trainer.gradient_clip_val", number(0, null=True)),
+    ("trainer.log_every_n_steps", integer(1)),
+    ("trainer.num_sanity_val_steps", integer(-1)),
+    ("trainer.accumulate_grad_batches", integer(1)),
+    ("trainer.check_val_every_n_epoch", integer(1, null=True)),
+    ("trainer.val_check_interval", number(0, low_open=True, null=True)),
+    ("trainer.limit_*_batches", number(0, null=True)),
+    ("trainer.num_nodes", integer(1)),
+    # data: types only (see the module docstring), except what no constructor checks
+    ("data.encoding", TEXT_ENCODING),
+    ("data.eval_batch_size", integer(1, null=True)),
+    ("data.*_column", integer(0)),
+    ("data.*_fraction", number()),
+    ("data.max_length_ratio", number(null=True)),
+    ("data.*_size", integer(null=True)),  # batch, train/val/test and vocabulary sizes
+    ("data.max_*", integer(null=True)),  # max_length, max_pairs, max_vocab, max_answer_length...
+    ("data.min_*", integer()),
+    ("data.sample_length", integer()),
+    ("data.length", integer()),
+    ("data.seq_len", integer()),
+    ("data.digits", integer()),
+    ("data.num_workers", integer()),
+    ("data.bucket_batches", integer(null=True)),
+)
+
+
+def rule_for(key: str) -> Rule | None:
+    """The rule of the first pattern that matches `key` (None: the key is not checked here)."""
+    return next((rule for pattern, rule in RULES if fnmatchcase(key, pattern)), None)
+
+
+def _leaf_keys(node: Any, prefix: str = "") -> Iterator[str]:
+    for key, value in node.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict):
+            yield from _leaf_keys(value, path)
+        else:
+            yield path
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Raise ConfigError naming the first key whose value its rule does not allow."""
+    for key in _leaf_keys(OmegaConf.to_container(cfg, resolve=False)):
+        rule = rule_for(key)
+        if rule is not None:
+            value = OmegaConf.select(cfg, key)
+            require(rule.allows(value), key, f"must be {rule.text}, got {value!r}")
