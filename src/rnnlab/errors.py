@@ -25,3 +25,11 @@ def require(condition: bool, key: str, message: str) -> None:
 
 class CheckpointError(RnnlabError, ValueError):
     """A checkpoint is missing, unreadable, not rnnlab's, or names something it may not build."""
+
+
+def quote(text: str, limit: int = 80) -> str:
+    """`text` quoted for a message, cut after `limit` characters: messages quote user input, and
+    one input line can be a whole file pasted by mistake."""
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text)} characters)"

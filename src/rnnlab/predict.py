@@ -112,6 +112,14 @@ def interactive(module: TaskModule, datamodule: TaskDataModule) -> int:
 RAW_KEYS = ("text", "image")  # user input: kept exactly as typed
 
 
+def reads_images(datamodule: TaskDataModule) -> bool:
+    """Whether the task reads image files, the only input `image=` may name (any other task
+    would take the path as text)."""
+    from rnnlab.data.mnist import MnistRowsData  # imports PIL: only when image= is given
+
+    return isinstance(datamodule, MnistRowsData)
+
+
 def parse_cli(argv: Sequence[str]) -> DictConfig:
     """`key=value` arguments. Options are parsed like Hydra overrides (numbers, booleans), but
     the input itself is kept verbatim: YAML would turn `text=0110` into 72 and `text=` into None."""
@@ -159,6 +167,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: give text= or image= (an alias), not both\n{USAGE}", file=sys.stderr)
         return 2
     input_key = "image" if "image" in args else "text"
+    if args.get("interactive") and input_key in args:
+        print(f"error: give {input_key}= or interactive=true, not both\n{USAGE}", file=sys.stderr)
+        return 2
     try:
         _, datamodule, module = load_checkpoint(
             args.ckpt_path,
@@ -167,6 +178,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     except RnnlabError as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    if input_key == "image" and not reads_images(datamodule):
+        print(
+            "error: image= is for image tasks (mnist_rows); this checkpoint's task reads text: "
+            f"use text=\n{USAGE}",
+            file=sys.stderr,
+        )
         return 2
     batch_size = int(args.get("batch_size", 256))
     options = {key: args[key] for key in args if key in (*GENERATION_OPTIONS, *DECODING_OPTIONS)}

@@ -16,7 +16,7 @@ from torch import Tensor
 from rnnlab.data.base import TaskDataModule
 from rnnlab.data.batching import TensorBatchDataset
 from rnnlab.data.vocab import EOS, PAD, SOS, Vocab
-from rnnlab.errors import ConfigError, InputError, require
+from rnnlab.errors import ConfigError, InputError, quote, require
 
 OPERATORS = "+-*"
 _COMMUTATIVE = {"+", "*"}
@@ -227,14 +227,18 @@ class ArithmeticData(TaskDataModule):
                 )
         match = self._QUESTION.match(question)
         if match is None:
-            raise InputError(f"{text!r} is not a question of the form <number><operator><number>")
+            raise InputError(
+                f"{quote(text)} is not a question of the form <number><operator><number>"
+            )
         a, op, b = match.groups()
         if op not in self.operators:
             raise InputError(
                 f"operator {op!r} was not trained; this model knows {self.operators!r}"
             )
         if max(len(a.lstrip("0") or "0"), len(b.lstrip("0") or "0")) > self.digits:
-            raise InputError(f"numbers have at most {self.digits} digits in this model: {text!r}")
+            raise InputError(
+                f"numbers have at most {self.digits} digits in this model: {quote(text)}"
+            )
         return int(a), op, int(b)
 
     def encode_input(self, text: str) -> dict[str, Tensor]:

@@ -40,7 +40,7 @@ from rnnlab.data.batching import InOrder, ResumableLoader
 from rnnlab.data.download import DownloadError, download
 from rnnlab.data.readers import CorpusError, read_lines, strip_gutenberg
 from rnnlab.data.vocab import PAD, UNK, Vocab
-from rnnlab.errors import ConfigError, DataError, InputError, require
+from rnnlab.errors import ConfigError, DataError, InputError, quote, require
 
 log = logging.getLogger(__name__)
 
@@ -484,7 +484,7 @@ class BookData(TaskDataModule):
             raise InputError("empty prompt: type some text for the model to continue")
         unknown = sorted({t for t in tokens if t not in vocab and t != UNK})
         if unknown:
-            shown = ", ".join(repr(t) for t in unknown[:10])
+            shown = ", ".join(quote(t) for t in unknown[:10])
             more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
             log.warning(
                 "note: %s%s not in the %s vocabulary; read as <unk>", shown, more, self.level

@@ -33,7 +33,7 @@ from rnnlab.data.readers import (
 )
 from rnnlab.data.text import detokenize
 from rnnlab.data.translate import TranslationData
-from rnnlab.errors import DataError, require
+from rnnlab.errors import DataError, quote, require
 
 log = logging.getLogger(__name__)
 
@@ -197,12 +197,12 @@ class ChatData(TranslationData):
         <unk>), with a note on stderr saying why it will be a guess."""
         words = self.tokens(text)
         if not words:
-            log.warning("note: empty prompt (after cleaning %r): replying to <unk>", text)
+            log.warning("note: empty prompt (after cleaning %s): replying to <unk>", quote(text))
             words = [self.src_vocab.itos[self.src_vocab.unk_id]]
         elif all(word not in self.src_vocab.stoi for word in words):
             log.warning(
-                "note: no word of %r is in the %d-word vocabulary: the reply is a guess",
-                text.strip(),
+                "note: no word of %s is in the %d-word vocabulary: the reply is a guess",
+                quote(text.strip()),
                 len(self.src_vocab),
             )
         if len(words) > self.max_source_len:

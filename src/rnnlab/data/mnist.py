@@ -32,7 +32,7 @@ from rnnlab.data.base import TaskDataModule
 from rnnlab.data.batching import TensorBatchDataset
 from rnnlab.data.download import DownloadError, check_gzip, download
 from rnnlab.data.readers import CorpusError, read_idx
-from rnnlab.errors import DataError, InputError, require
+from rnnlab.errors import DataError, InputError, quote, require
 
 LAYOUTS = ("rows", "columns", "pixels")
 # IDX file stems of each part; a file may carry a .gz suffix or none.
@@ -286,13 +286,17 @@ class MnistRowsData(TaskDataModule):
         if not text:
             raise InputError("empty input: give the path of an image file, e.g. digit.png")
         path = Path(text).expanduser()
-        if not path.is_file():
-            raise InputError(f"{path}: no such image file")
+        try:  # a whole pasted line is no path: is_file() raises "File name too long"
+            is_file = path.is_file()
+        except OSError:
+            is_file = False
+        if not is_file:
+            raise InputError(f"{quote(str(path))}: no such image file")
         try:
             with Image.open(path) as image:
                 image = image.convert("L")
         except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as error:
-            raise InputError(f"{path}: cannot read it as an image ({error})") from None
+            raise InputError(f"{quote(str(path))}: cannot read it as an image ({error})") from None
         height, width = self.image_shape
         if image.size != (width, height):
             image = image.resize((width, height), Image.Resampling.LANCZOS)

@@ -52,7 +52,7 @@ from rnnlab.data.text import (
     vocab_to_dict,
 )
 from rnnlab.data.vocab import Vocab
-from rnnlab.errors import DataError, InputError, require
+from rnnlab.errors import DataError, InputError, quote, require
 
 log = logging.getLogger(__name__)
 
@@ -612,7 +612,7 @@ class TranslationData(TaskDataModule):
         ids = example["src_tokens"]
         if bool((ids[:typed] == self.src_vocab.unk_id).all()):
             raise InputError(
-                f"no word of {text.strip()!r} is in the source vocabulary "
+                f"no word of {quote(text.strip())} is in the source vocabulary "
                 f"({len(self.src_vocab)} entries, language {self.source_lang!r}): check the "
                 "language and the spelling"
             )

@@ -7,7 +7,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from rnnlab.errors import InputError
+from rnnlab.errors import InputError, quote
 
 PAD, UNK, SOS, EOS = "<pad>", "<unk>", "<sos>", "<eos>"
 
@@ -83,7 +83,9 @@ class Vocab:
             index = self.stoi.get(token, unk)
             if index is None:
                 known = "".join(t for t in self.itos if t not in self.specials)
-                raise InputError(f"{token!r} is not in the vocabulary; known tokens: {known!r}")
+                raise InputError(
+                    f"{quote(token)} is not in the vocabulary; known tokens: {quote(known)}"
+                )
             ids.append(index)
         if eos:
             ids.append(self.stoi[EOS])
