@@ -107,7 +107,8 @@ def test_download_serves_the_gzip_and_explains_offline(tmp_path):
         assert (cache / "twitter_en.txt.gz").is_file() and module.stats["kept"] == 60
         with pytest.raises(DataError, match="data.path="):
             ChatData(url=f"{root}/broken.gz", data_dir=str(tmp_path / "other")).prepare_data()
-        assert not list((tmp_path / "other").glob("*"))  # no corrupt file or .part left
+        left = [p.name for p in (tmp_path / "other").iterdir()]  # no .part, no cache entry
+        assert len(left) == 1 and left[0].startswith("twitter_en.txt.gz.corrupt-"), left
         with pytest.raises(DataError, match="put it at"):
             ChatData(url=f"{root}/gone.gz", data_dir=str(tmp_path / "other")).prepare_data()
 

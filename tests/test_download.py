@@ -56,7 +56,8 @@ class RangeHandler(SimpleHTTPRequestHandler):
     """SimpleHTTPRequestHandler plus `Range: bytes=N-` support and request logging.
 
     Special paths: /truncated/<n> announces n bytes but sends fewer and closes;
-    /slow blocks until the test releases it (to provoke a client timeout).
+    /slow blocks until the test releases it (to provoke a client timeout);
+    /redirect?to=<url> answers 302 with Location <url>.
     """
 
     def log_message(self, format: str, *args: object) -> None:
@@ -76,6 +77,12 @@ class RangeHandler(SimpleHTTPRequestHandler):
             return
         if self.path == "/slow":
             served.release.wait(5)
+            return
+        if self.path.startswith("/redirect?to="):
+            self.send_response(302)
+            self.send_header("Location", self.path.split("=", 1)[1])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
             return
         if rng is None or not served.honour_range:
             super().do_GET()
@@ -376,3 +383,100 @@ def test_file_hashes_match_hashlib(tmp_path: Path) -> None:
     path.write_bytes(PAYLOAD)
     assert file_md5(path) == hashlib.md5(PAYLOAD).hexdigest()
     assert file_sha256(path) == hashlib.sha256(PAYLOAD).hexdigest()
+
+
+# Only http(s); what fails verification is moved aside; fixed files are pinned ------------------
+def _aside(dest: Path) -> list[Path]:
+    return sorted(dest.parent.glob(dest.name + ".corrupt-*"))
+
+
+@pytest.mark.parametrize("url", ["file:///etc/hostname", "ftp://127.0.0.1/data.bin", "data.bin"])
+def test_only_http_urls_are_downloaded(url: str, tmp_path: Path) -> None:
+    dest = tmp_path / "cache" / "data.bin"
+    with pytest.raises(DownloadError, match="only http:// and https:// URLs") as excinfo:
+        download(url, dest, progress=False)
+    assert str(dest) in str(excinfo.value)
+    assert not (tmp_path / "cache").exists()
+    if "://" in url:
+        with pytest.raises(DownloadError, match="only http"):
+            fetch(url, tmp_path / "cache", progress=False)
+
+
+def test_redirects_are_followed_to_http_only(server: Served, tmp_path: Path) -> None:
+    server.put("data.bin", PAYLOAD)
+    dest = download(server.url(f"redirect?to={server.url('data.bin')}"), tmp_path / "a.bin")
+    assert dest.read_bytes() == PAYLOAD
+    ftp = "ftp://127.0.0.1:1/data.bin"
+    with pytest.raises(DownloadError, match="only http/https"):
+        download(server.url(f"redirect?to={ftp}"), tmp_path / "b.bin", progress=False)
+    assert not (tmp_path / "b.bin").exists()
+
+
+@pytest.mark.parametrize("check", ["sha256", "validate"])
+def test_a_download_that_fails_verification_is_moved_aside(
+    check: str, server: Served, tmp_path: Path
+) -> None:
+    url = server.put("corpus.zip", b"<html>a proxy's login page</html>")
+    dest = tmp_path / "corpus.zip"
+    options = {"sha256": "0" * 64} if check == "sha256" else {"validate": check_zip}
+    for _ in range(2):  # a second failure replaces the first copy: no pile of corrupt files
+        with pytest.raises(DownloadError) as excinfo:
+            download(url, dest, progress=False, **options)
+        (aside,) = _aside(dest)
+        assert f"moved to {aside}" in str(excinfo.value)
+    assert aside.read_bytes() == b"<html>a proxy's login page</html>"
+    assert not dest.exists() and not _part(dest).exists()
+
+
+def test_a_cached_file_that_fails_verification_is_moved_aside_even_offline(
+    closed_port_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    dest = tmp_path / "data.bin"
+    dest.write_bytes(b"stale")
+    with pytest.raises(DownloadError, match="offline"):
+        download(closed_port_url, dest, md5=_md5(PAYLOAD), timeout=2, progress=False)
+    (aside,) = _aside(dest)
+    assert not dest.exists() and aside.read_bytes() == b"stale"
+    assert str(aside) in caplog.text
+
+
+def test_an_archive_that_fails_extraction_is_moved_aside(server: Served, tmp_path: Path) -> None:
+    from rnnlab.data.sentiment import SentimentData
+    from rnnlab.errors import DataError
+
+    evil = io.BytesIO()
+    with zipfile.ZipFile(evil, "w") as zf:
+        zf.writestr("../escaped_labelled.txt", "gotcha\t1\n")
+    url = server.put("uci.zip", evil.getvalue())
+    cache = tmp_path / "cache"
+    with pytest.raises(DataError, match="outside") as excinfo:
+        SentimentData(cache_dir=str(cache), url=url).prepare_data()
+    (aside,) = _aside(cache / "sentiment_labelled_sentences.zip")
+    assert str(aside) in str(excinfo.value)
+    assert not (cache / "sentiment_labelled_sentences.zip").exists()
+
+
+def test_fixed_files_are_downloaded_with_a_pinned_sha256(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from rnnlab.data import mnist, sentiment
+
+    asked: dict[str, str | None] = {}
+
+    def record(url: str, dest: Path, **kwargs: object) -> Path:
+        asked[url] = kwargs.get("sha256")  # type: ignore[assignment]
+        return dest
+
+    def record_then_fail(url: str, dest: Path, **kwargs: object) -> Path:
+        record(url, dest, **kwargs)
+        raise DownloadError("offline")
+
+    monkeypatch.setattr(mnist, "download", record)
+    monkeypatch.setattr(sentiment, "download", record_then_fail)
+    for variant in mnist.VARIANTS:
+        mnist.MnistRowsData(variant=variant, cache_dir=str(tmp_path)).prepare_data()
+    for format in ("uci", "aclimdb"):
+        with pytest.raises(sentiment.DataError):
+            sentiment.SentimentData(format=format, cache_dir=str(tmp_path)).prepare_data()
+    assert len(asked) == 8 + 2 and {sentiment.UCI_URL, sentiment.ACLIMDB_URL} <= set(asked)
+    assert all(re.fullmatch("[0-9a-f]{64}", str(sha)) for sha in asked.values()), asked

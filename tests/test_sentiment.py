@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import SHARED_DATA, compose_config, train_run
+from conftest import SHARED_DATA, compose_config, serve, train_run
 
 from rnnlab import predict
 from rnnlab.builder import build, load_checkpoint
@@ -267,9 +267,10 @@ def zip_bytes(members: dict[str, str]) -> bytes:
 
 
 def test_without_path_the_uci_zip_is_downloaded_and_extracted(tmp_path):
-    """A file:// URL stands in for the UCI server (the same download code path, no network)."""
+    """A loopback server stands in for the UCI server."""
     text = "reviews\tsentiment\n" + "".join(f"{line}\n" for line in synthetic_lines())
-    archive = tmp_path / "upstream.zip"
+    (tmp_path / "served").mkdir()
+    archive = tmp_path / "served" / "upstream.zip"
     archive.write_bytes(
         zip_bytes(
             {
@@ -280,19 +281,19 @@ def test_without_path_the_uci_zip_is_downloaded_and_extracted(tmp_path):
         )
     )
     cache = tmp_path / "cache"
-    datamodule = SentimentData(cache_dir=str(cache), url=archive.as_uri())
-    datamodule.prepare_data()
-    datamodule.setup()
-    assert (cache / "sentiment_labelled_sentences.zip").is_file()
-    assert len(datamodule.train_set) + len(datamodule.val_set) + len(datamodule.test_set) == 360
-    archive.unlink()  # a second run uses the extracted copy
-    assert len(setup(cache_dir=str(cache), url=archive.as_uri()).test_set) > 0
+    with serve(tmp_path / "served") as root:
+        datamodule = SentimentData(cache_dir=str(cache), url=f"{root}/upstream.zip")
+        datamodule.prepare_data()
+        datamodule.setup()
+        assert (cache / "sentiment_labelled_sentences.zip").is_file()
+        assert len(datamodule.train_set) + len(datamodule.val_set) + len(datamodule.test_set) == 360
+        archive.unlink()  # a second run uses the extracted copy
+        assert len(setup(cache_dir=str(cache), url=f"{root}/upstream.zip").test_set) > 0
 
 
 def test_unreachable_download_explains_what_to_do(tmp_path):
-    missing = (tmp_path / "gone.zip").as_uri()
-    with pytest.raises(DataError) as error:
-        SentimentData(cache_dir=str(tmp_path / "cache"), url=missing).prepare_data()
+    with serve(tmp_path) as root, pytest.raises(DataError) as error:
+        SentimentData(cache_dir=str(tmp_path / "cache"), url=f"{root}/gone.zip").prepare_data()
     assert "put it at" in str(error.value) and "data.path" in str(error.value)
 
 

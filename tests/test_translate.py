@@ -162,7 +162,8 @@ def test_named_corpus_downloads_checks_the_zip_and_reads_it(tmp_path):
         with pytest.raises(DataError, match="not a valid zip") as error:
             broken.prepare_data()
         assert "data.corpus=files" in str(error.value)
-        assert not list(cache.glob("opensubtitles*"))  # neither the file nor a .part
+        left = [p.name for p in cache.glob("opensubtitles*")]  # no .part, no cache entry
+        assert len(left) == 1 and ".txt.zip.corrupt-" in left[0], left
 
         missing = TranslationData(
             corpus="opensubtitles", url=f"{root}/gone.zip", data_dir=str(cache)

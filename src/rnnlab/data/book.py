@@ -45,6 +45,8 @@ from rnnlab.errors import ConfigError, DataError, InputError, quote, require
 log = logging.getLogger(__name__)
 
 LEVELS = ("char", "word")
+# Gutenberg regenerates these files (header, licence, fixes) over time, so no checksum can be
+# pinned; _looks_like_gutenberg rejects what is not a Gutenberg text (e.g. an HTML error page).
 GUTENBERG_URL = "https://www.gutenberg.org/cache/epub/{id}/pg{id}.txt"
 SPECIALS = (PAD, UNK)
 PARAGRAPH = "\n\n"  # word-level token for a blank line (paragraph break)

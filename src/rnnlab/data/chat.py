@@ -38,6 +38,8 @@ from rnnlab.errors import DataError, quote, require
 log = logging.getLogger(__name__)
 
 FORMATS = ("auto", "alternating", "conversation")
+# A branch head, not a release (the file has been unchanged since 2016, but nobody publishes
+# its SHA-256): not pinned; check_gzip reads it to the end, which catches truncation.
 TWITTER_URL = "https://github.com/Marsan-Ma/chat_corpus/raw/master/twitter_en.txt.gz"
 WHITELIST = "abcdefghijklmnopqrstuvwxyz0123456789 .,!?'"
 # The book's two seed prompts; `sample_pairs("val", n)` gives each `REPLIES_PER_PROMPT` times, so

@@ -3,17 +3,22 @@
 Datasets live on servers we do not control (university mirrors, Gutenberg,
 old MNIST hosts), so downloads must be resumable, verified before they are
 trusted, and fail with a message that tells an offline user exactly which
-file to fetch by hand and where to put it.
+file to fetch by hand and where to put it. Only http(s) is spoken, redirects
+included: a URL from a config or a server never makes rnnlab read a local
+file or an FTP host. A file that fails verification is moved aside, not left
+in the cache to fail again.
 """
 
 from __future__ import annotations
 
+import glob
 import gzip
 import hashlib
 import http.client
 import logging
 import os
 import re
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -39,6 +44,7 @@ __all__ = [
     "fetch",
     "file_md5",
     "file_sha256",
+    "move_aside",
 ]
 
 logger = logging.getLogger(__name__)
@@ -46,10 +52,70 @@ logger = logging.getLogger(__name__)
 _CHUNK = 1 << 16
 _USER_AGENT = "rnnlab-downloader/1.0 (+urllib)"
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
+_SCHEMES = ("http", "https")
 
 
 class DownloadError(RuntimeError):
     """A download failed or produced a file that cannot be trusted."""
+
+
+class _HttpRedirectsOnly(urllib.request.HTTPRedirectHandler):
+    """urllib follows redirects to ftp://; a download may only be sent on to http(s)."""
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: IO[bytes],
+        code: int,
+        msg: str,
+        headers: http.client.HTTPMessage,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        if urllib.parse.urlsplit(newurl).scheme.lower() not in _SCHEMES:
+            raise urllib.error.HTTPError(
+                req.full_url, code, f"redirect to {newurl!r} refused (only http/https)", headers, fp
+            )
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _http_only_opener() -> urllib.request.OpenerDirector:
+    """urllib's default opener without its file://, ftp:// and data: handlers."""
+    opener = urllib.request.OpenerDirector()
+    for handler in (
+        urllib.request.ProxyHandler(),
+        urllib.request.UnknownHandler(),
+        urllib.request.HTTPHandler(),
+        urllib.request.HTTPSHandler(),
+        urllib.request.HTTPDefaultErrorHandler(),
+        _HttpRedirectsOnly(),
+        urllib.request.HTTPErrorProcessor(),
+    ):
+        opener.add_handler(handler)
+    return opener
+
+
+_OPENER = _http_only_opener()
+
+
+def _require_http(url: str, dest: Path) -> None:
+    if urllib.parse.urlsplit(url).scheme.lower() not in _SCHEMES:
+        raise DownloadError(
+            f"Refusing to download {url!r}: only http:// and https:// URLs are fetched. For a "
+            f"file you have, give its path instead (or put it at {dest})."
+        )
+
+
+def move_aside(path: Path, name: Path | None = None) -> Path:
+    """Rename `path` to `<name>.corrupt-<timestamp>` beside it (`name`: the cache entry it was
+    to become, default `path`) and return the new path, so a re-run starts afresh while the bad
+    copy (an HTML error page? a truncated archive?) can be inspected. Older corrupt copies of the
+    same name are deleted: they would only fill the disk."""
+    name = name or path
+    for older in glob.glob(glob.escape(str(name)) + ".corrupt-*"):
+        os.unlink(older)
+    target = name.with_name(f"{name.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+    os.replace(path, target)
+    return target
 
 
 def _hash_file(path: Path | str, hasher: Any) -> str:
@@ -188,7 +254,7 @@ def _fetch_to_part(url: str, dest: Path, part: Path, *, timeout: float, progress
         headers["Range"] = f"bytes={offset}-"
     request = urllib.request.Request(url, headers=headers)
     try:
-        resp = urllib.request.urlopen(request, timeout=timeout)
+        resp = _OPENER.open(request, timeout=timeout)
     except urllib.error.HTTPError as exc:
         if exc.code == 416 and offset:
             logger.info("server reports %s already complete (%d bytes); verifying", part, offset)
@@ -250,17 +316,23 @@ def download(
     An existing ``dest`` that passes the given checks is returned without
     touching the network. Data goes to ``<dest>.part`` first and is moved into
     place only after the checksum/size and ``validate`` checks pass, so
-    ``dest`` never holds a half-written or corrupt file.
+    ``dest`` never holds a half-written or corrupt file; a file that fails them
+    is moved aside (:func:`move_aside`). Only http(s) URLs are fetched.
     """
     dest = Path(dest)
     part = dest.with_name(dest.name + ".part")
+    _require_http(url, dest)
 
     if dest.exists():
         problems = _checksum_problems(dest, md5, sha256, expected_size)
         if not problems:
             return dest
+        aside = move_aside(dest)
         logger.warning(
-            "existing %s fails verification (%s); downloading again", dest, "; ".join(problems)
+            "existing %s fails verification (%s); moved it to %s, downloading again",
+            dest,
+            "; ".join(problems),
+            aside,
         )
 
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -272,19 +344,19 @@ def download(
 
     problems = _checksum_problems(part, md5, sha256, expected_size)
     if problems:
-        part.unlink(missing_ok=True)
+        aside = move_aside(part, dest)
         raise DownloadError(
             f"Checksum mismatch for {dest} (downloaded from {url}): {'; '.join(problems)}. "
-            f"The corrupt download was deleted; a re-run will download it again."
+            f"The download was moved to {aside}; a re-run will download it again."
         )
     if validate is not None:
         try:
             validate(part)
         except Exception as exc:
-            part.unlink(missing_ok=True)
+            aside = move_aside(part, dest)
             raise DownloadError(
                 f"Validation failed for {dest} (downloaded from {url}): expected a valid file, "
-                f"got: {exc}. The corrupt download was deleted; a re-run will download it again."
+                f"got: {exc}. The download was moved to {aside}; a re-run will download it again."
             ) from exc
 
     os.replace(part, dest)
@@ -302,12 +374,12 @@ def fetch(url_or_path: str, cache_dir: Path, **kwargs: Any) -> Path:
     """Return a local file for ``url_or_path``, downloading it into ``cache_dir`` if needed.
 
     Local files are always accepted as-is so users can point a dataset at a
-    copy they fetched by hand (e.g. on an offline machine). ``kwargs`` are
-    passed on to :func:`download`.
+    copy they fetched by hand (e.g. on an offline machine); URLs must be
+    http(s). ``kwargs`` are passed on to :func:`download`.
     """
     local = Path(url_or_path).expanduser()
     if local.exists():
         return local
-    if urllib.parse.urlsplit(url_or_path).scheme.lower() not in {"http", "https", "ftp", "file"}:
-        raise FileNotFoundError(f"{url_or_path} is neither an existing file nor a downloadable URL")
+    if not urllib.parse.urlsplit(url_or_path).scheme:
+        raise FileNotFoundError(f"{url_or_path} is neither an existing file nor a URL")
     return download(url_or_path, Path(cache_dir) / _filename_from_url(url_or_path), **kwargs)

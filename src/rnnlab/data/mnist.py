@@ -10,7 +10,8 @@ batch is scaled to [0, 1] and laid out as a sequence when it is sliced:
 `data.path` is a folder of IDX files (gzipped or raw). With the train pair in it, train/val come
 from train and test is t10k; with only one pair (the shared folder has only t10k) that pair is
 split by seed into train/val/test. Without `data.path` the four files are downloaded into
-`<cache_dir>/mnist` (or `fashion_mnist`) and checked against their published MD5s.
+`<cache_dir>/mnist` (or `fashion_mnist`) and checked against their published MD5s and pinned
+SHA-256s.
 
 Predicting reads image files: greyscale, resized to the training size, inverted when the
 background is light (MNIST is white ink on black), scaled to [0, 1].
@@ -21,7 +22,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -50,6 +51,7 @@ class Variant:
     mirror: str  # base URL of the .gz files
     md5: dict[str, str]  # published MD5 of each .gz file
     classes: tuple[str, ...]
+    sha256: dict[str, str] = field(default_factory=dict)  # pinned SHA-256 of each .gz file
 
 
 VARIANTS = {
@@ -63,6 +65,12 @@ VARIANTS = {
             "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
         },
         classes=tuple("0123456789"),
+        sha256={
+            "train-images-idx3-ubyte.gz": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+            "train-labels-idx1-ubyte.gz": "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+            "t10k-images-idx3-ubyte.gz": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+            "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+        },
     ),
     "fashion": Variant(
         folder="fashion_mnist",
@@ -85,6 +93,12 @@ VARIANTS = {
             "Bag",
             "Ankle boot",
         ),
+        sha256={
+            "train-images-idx3-ubyte.gz": "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
+            "train-labels-idx1-ubyte.gz": "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
+            "t10k-images-idx3-ubyte.gz": "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
+            "t10k-labels-idx1-ubyte.gz": "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
+        },
     ),
 }
 
@@ -215,7 +229,8 @@ class MnistRowsData(TaskDataModule):
         for name, md5 in self.variant.md5.items():
             url = self.mirror.rstrip("/") + "/" + name
             try:
-                download(url, folder / name, md5=md5, validate=check_gzip)
+                sha256 = self.variant.sha256.get(name)
+                download(url, folder / name, md5=md5, sha256=sha256, validate=check_gzip)
             except DownloadError as error:
                 raise DataError(
                     f"{error} Or point data.path at a folder that holds the IDX files."

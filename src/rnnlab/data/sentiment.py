@@ -32,7 +32,7 @@ from torch import Tensor
 
 from rnnlab.data.base import TaskDataModule
 from rnnlab.data.batching import TensorBatchDataset, pad_collate
-from rnnlab.data.download import DownloadError, check_gzip, check_zip, download
+from rnnlab.data.download import DownloadError, check_gzip, check_zip, download, move_aside
 from rnnlab.data.readers import CorpusError, read_labelled_sentences
 from rnnlab.data.vocab import PAD, UNK, Vocab
 from rnnlab.errors import DataError, InputError, require
@@ -45,7 +45,12 @@ SPLITS = ("train", "val", "test")
 
 UCI_URL = "https://archive.ics.uci.edu/static/public/331/sentiment+labelled+sentences.zip"
 ACLIMDB_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
-ACLIMDB_MD5 = "7c2ac02c03563afcf9b574c7e56c153a"  # published by torchtext and others
+# Pinned SHA-256 of the archives at the default URLs (fixed releases; the same digests are
+# pinned by many independent projects). A data.url of your own may serve another file.
+SHA256 = {
+    UCI_URL: "afc26626d710899948693e1a61405dce197f57ffa719fa1130d346b4cc095343",
+    ACLIMDB_URL: "c40f74a18d3b61f90feba1e17730e0d38e8b97c05fde7008942e91923d1658fe",
+}
 
 # A word (letters/digits, with inner apostrophes: "didn't") or any single other visible character.
 _TOKEN = re.compile(r"\w+(?:'\w+)*|[^\w\s]")
@@ -137,7 +142,7 @@ def _extract_safely(archive: Path, target: Path) -> None:
                 tf.extractall(staging, filter="data")
     except (tarfile.TarError, zipfile.BadZipFile, OSError) as error:
         shutil.rmtree(staging, ignore_errors=True)
-        raise DataError(f"{archive}: cannot extract it ({error}); delete it and re-run") from None
+        raise DataError(f"{archive}: cannot extract it ({error})") from None
     except DataError:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -240,12 +245,19 @@ class SentimentData(TaskDataModule):
                 archive = download(
                     url,
                     self.cache_dir / name,
-                    md5=ACLIMDB_MD5 if url == ACLIMDB_URL else None,
+                    sha256=SHA256.get(url),
                     validate=check_gzip if aclimdb else check_zip,
                 )
             except DownloadError as error:
                 raise DataError(f"{error} Or point data.path at the extracted files.") from None
-            _extract_safely(archive, target)
+            try:
+                _extract_safely(archive, target)
+            except DataError as error:
+                aside = move_aside(archive)
+                raise DataError(
+                    f"{error}; the archive was moved to {aside}, a re-run downloads it again. "
+                    "Or point data.path at the extracted files."
+                ) from None
         return target
 
     def prepare_data(self) -> None:
