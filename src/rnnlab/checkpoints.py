@@ -21,6 +21,7 @@ import torch
 from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from rnnlab.config_checks import flat_items
 from rnnlab.errors import CheckpointError, require
 from rnnlab.trust import check_stored_config
 
@@ -229,7 +230,8 @@ def check_resumable(stored: dict, current: dict, path: str | os.PathLike) -> Non
             f"ckpt_path={path} is a task={stored.get('task_name')} checkpoint, this run is "
             f"task={current.get('task_name')}: resume with task={stored.get('task_name')}"
         )
-    old, new = _flat(stored.get("model") or {}), _flat(current.get("model") or {})
+    old = dict(flat_items(stored.get("model") or {}))
+    new = dict(flat_items(current.get("model") or {}))
     differences = [key for key in sorted(old.keys() | new.keys()) if old.get(key) != new.get(key)]
     if differences:
         listed = "; ".join(
@@ -241,14 +243,3 @@ def check_resumable(stored: dict, current: dict, path: str | os.PathLike) -> Non
             f"ckpt_path={path} was trained with other model settings: {listed}. Resume with "
             f"the checkpoint's settings ({fix}) or start a new run without ckpt_path"
         )
-
-
-def _flat(node: dict, prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in node.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(_flat(value, f"{name}."))
-        else:
-            flat[name] = value
-    return flat

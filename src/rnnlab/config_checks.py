@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import codecs
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any
@@ -170,18 +170,19 @@ def rule_for(key: str) -> Rule | None:
     return next((rule for pattern, rule in RULES if fnmatchcase(key, pattern)), None)
 
 
-def _leaf_keys(node: Any, prefix: str = "") -> Iterator[str]:
+def flat_items(node: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted key, value) for every leaf of a nested dict: `{"a": {"b": 1}}` -> ("a.b", 1)."""
     for key, value in node.items():
         path = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, dict):
-            yield from _leaf_keys(value, path)
+        if isinstance(value, Mapping):
+            yield from flat_items(value, path)
         else:
-            yield path
+            yield path, value
 
 
 def check_config(cfg: DictConfig) -> None:
     """Raise ConfigError naming the first key whose value its rule does not allow."""
-    for key in _leaf_keys(OmegaConf.to_container(cfg, resolve=False)):
+    for key, _ in flat_items(OmegaConf.to_container(cfg, resolve=False)):
         rule = rule_for(key)
         if rule is not None:
             value = OmegaConf.select(cfg, key)

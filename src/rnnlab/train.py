@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rnnlab.builder import build, instantiate_node
 from rnnlab.checkpoints import CONFIG_KEY, RunStateInCheckpoint, check_resumable, read_checkpoint
-from rnnlab.config_checks import check_config
+from rnnlab.config_checks import check_config, flat_items
 from rnnlab.errors import ConfigError, RnnlabError
 
 log = logging.getLogger(__name__)
@@ -84,23 +84,14 @@ def resolve_ckpt_path(ckpt_path: str | None, cfg: DictConfig) -> str | None:
 
 def flat_hparams(cfg: DictConfig) -> dict[str, Any]:
     """The choices that define a run, flattened for TensorBoard's HParams tab."""
-    resolved = OmegaConf.to_container(
-        cfg, resolve=True
-    )  # whole config: interpolations may cross nodes
+    resolved = OmegaConf.to_container(cfg, resolve=True)  # interpolations may cross nodes
     keys = ("task_name", "size_name", "seed", "data", "model", "optimizer", "module")
     container = {key: resolved[key] for key in keys if key in resolved}
-    flat: dict[str, Any] = {}
-
-    def walk(prefix: str, node: Any) -> None:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                if key != "_target_" and key != "_partial_":
-                    walk(f"{prefix}.{key}" if prefix else key, value)
-        else:
-            flat[prefix] = node if isinstance(node, (int, float, str, bool)) else str(node)
-
-    walk("", container)
-    return flat
+    return {
+        key: value if isinstance(value, (int, float, str, bool)) else str(value)
+        for key, value in flat_items(container)
+        if key.rsplit(".", 1)[-1] not in ("_target_", "_partial_")
+    }
 
 
 def tune(options: DictConfig | dict, trainer: pl.Trainer, module, datamodule) -> None:
