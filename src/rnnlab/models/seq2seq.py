@@ -423,7 +423,8 @@ class Seq2Seq(nn.Module):
     def forward(
         self, src_tokens: Tensor, src_lengths: Tensor, tgt_inputs: Tensor
     ) -> tuple[Tensor, Tensor | None]:
-        """`features`, then logits (B, T, V) over the whole vocabulary, attention (B, T, S)."""
+        """`features`, then logits (B, T, V) over the whole vocabulary, attention (B, T, S) or
+        None."""
         features, weights = self.features(src_tokens, src_lengths, tgt_inputs)
         return self.output_layer.logits(features), weights
 
