@@ -123,7 +123,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--settings", nargs="+", default=["translate", "book"])
+    parser.add_argument("--settings", nargs="+", default=list(BATCHES), choices=list(BATCHES))
     parser.add_argument("--layers", nargs="+", default=list(LAYERS), choices=LAYERS)
     parser.add_argument("--batches", type=int, default=None, help="per layer and turn")
     parser.add_argument("--rounds", type=int, default=3, help="mirrored rounds per process")
