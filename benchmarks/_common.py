@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import lightning.pytorch as pl
+import torch
 from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 
@@ -48,6 +49,24 @@ def train_with_callbacks(cfg: DictConfig, *callbacks: pl.Callback) -> tuple[dict
         return entry.train(cfg)
     finally:
         entry.build = build
+
+
+def output_layer_overrides(layer: str, seq2seq: bool = True) -> list[str]:
+    """Overrides for `model.output_layer=<layer>`. The adaptive layer has no label smoothing, so
+    a seq2seq task (translate's default smooths by 0.1) trains it with module.label_smoothing=0."""
+    smoothing = ["module.label_smoothing=0"] if layer == "adaptive" and seq2seq else []
+    return [f"model.output_layer={layer}", *smoothing]
+
+
+def train_step(module, optimizer: torch.optim.Optimizer, batch: dict, clip: float) -> float:
+    """One training step as `python -m rnnlab` takes it: the task's `model_step` loss (the
+    output layer's own), backward, gradient-norm clipping at `clip`, the optimiser. -> loss"""
+    loss = module.model_step(batch)["loss"]
+    optimizer.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(module.parameters(), clip)
+    optimizer.step()
+    return loss.item()
 
 
 def in_fresh_process(script: str, *args: str) -> dict:

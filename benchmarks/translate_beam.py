@@ -1,17 +1,20 @@
 """Batched beam search vs the same beam search one sentence at a time (task=translate).
 
-A default translate model (size=medium) is trained briefly on the shared spa.txt (or loaded
-with --ckpt), then `--sentences` validation sentences are translated with beam size `--beam`,
-once in batches of `--batch-size` sentences (batch x beam rows per decoder step) and once
-sentence by sentence; both are timed `--repeats` times, alternating, and the median ratio is
-the figure (goal >= 5x). The two must give the same translations.
+A default translate model (size=medium, with the `--output-layer` vocabulary layer) is trained
+briefly on the shared spa.txt (or loaded with --ckpt, which knows its own layer), then
+`--sentences` validation sentences are translated with beam size `--beam`, once in batches of
+`--batch-size` sentences (batch x beam rows per decoder step) and once sentence by sentence;
+both are timed `--repeats` times, alternating, and the median ratio is the figure (goal >= 5x).
+The two must give the same translations.
 
 Both do the same arithmetic per sentence (beam rows x decoder matrix products, full-vocabulary
-log-softmax), so the script also profiles one batched run and prints the time its matrix products
-alone take: one-at-a-time / that floor is the most any batching could reach on this machine.
+log-softmax; with `--output-layer adaptive` the head and narrower cluster projections instead
+of the 128 x V matrix), so the script also profiles one batched run and prints the time its
+matrix products alone take: one-at-a-time / that floor is the most any batching could reach on
+this machine.
 
     python benchmarks/translate_beam.py [--ckpt <run>/checkpoints/last.ckpt] [--beam 5]
-        [--sentences 200] [--batch-size 100] [--threads N]
+        [--sentences 200] [--batch-size 100] [--threads N] [--output-layer full|adaptive]
 """
 
 from __future__ import annotations
@@ -22,38 +25,35 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from _common import QUIET, compose_config, here, median
-from hydra.utils import instantiate
+from _common import QUIET, compose_config, here, median, train_step
 
 SPA_TXT = here().parents[1] / "shared" / "data" / "translate" / "spa-eng" / "spa.txt"
 
 
-def trained_model(data: str, train_batches: int):
-    """The default translate model after `train_batches` Adam steps (enough to emit <eos>)."""
+def trained_model(data: str, train_batches: int, output_layer: str):
+    """The default translate model (no label smoothing) with `output_layer` after
+    `train_batches` Adam steps (enough to emit <eos>)."""
+    from rnnlab.builder import instantiate_node
+
     cfg = compose_config(
         *QUIET, "task=translate", "data.corpus=files", f"data.path={data}",
+        f"model.output_layer={output_layer}", "module.label_smoothing=0",
         output_dir=tempfile.mkdtemp(),
     )  # fmt: skip
     torch.manual_seed(cfg.seed)
-    datamodule = instantiate(cfg.data)
+    datamodule = instantiate_node(cfg, "data")
     datamodule.setup()
-    net = instantiate(cfg.model, **datamodule.model_kwargs())
-    optimizer = instantiate(cfg.optimizer)(net.parameters())
-    net.train()
+    net = instantiate_node(cfg, "model", **datamodule.model_kwargs())
+    module = instantiate_node(cfg, "module", net=net).train()
+    optimizer = instantiate_node(cfg, "optimizer")(net.parameters())
     start = time.perf_counter()
     for step, batch in enumerate(datamodule.train_dataloader()):
         if step == train_batches:
             break
-        tgt = batch["tgt_tokens"]
-        logits, _ = net(batch["src_tokens"], batch["src_lengths"], tgt[:, :-1])
-        loss = F.cross_entropy(logits.flatten(0, 1), tgt[:, 1:].flatten(), ignore_index=0)
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-        optimizer.step()
+        loss = train_step(module, optimizer, batch, clip=1.0)
     print(
-        f"trained {train_batches} batches in {time.perf_counter() - start:.0f} s, loss {loss:.2f}"
+        f"trained {train_batches} batches ({output_layer} output layer) in "
+        f"{time.perf_counter() - start:.0f} s, loss {loss:.2f}"
     )
     return datamodule, net.eval()
 
@@ -70,6 +70,10 @@ def main() -> None:
     parser.add_argument("--beam", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: its default)")
+    parser.add_argument(
+        "--output-layer", default="full", choices=("full", "sampled", "adaptive"),
+        help="vocabulary layer of the model trained here (not with --ckpt)",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -82,7 +86,7 @@ def main() -> None:
     else:
         if not Path(args.data).is_file():
             raise SystemExit(f"no corpus at {args.data}: pass --data <spa.txt> or --ckpt")
-        datamodule, net = trained_model(args.data, args.train_batches)
+        datamodule, net = trained_model(args.data, args.train_batches, args.output_layer)
     texts = [text for text, _ in datamodule.examples["val"]]
     order = torch.randperm(len(texts), generator=torch.Generator().manual_seed(0))
     examples = [datamodule.encode_input(texts[i]) for i in order[: args.sentences].tolist()]
@@ -119,8 +123,10 @@ def main() -> None:
     batched_s, single_s = median(times["batched"]), median(times["one_by_one"])
     n = len(examples)
     threads = torch.get_num_threads()
+    layer = type(net.output_layer).__name__
     print(
-        f"beam {args.beam}, {n} validation sentences, batches of {args.batch_size}, {threads} threads:"
+        f"beam {args.beam}, {n} validation sentences, batches of {args.batch_size}, {threads} "
+        f"threads, {layer} output layer:"
     )
     print(f"  batched:            {batched_s:6.2f} s  ({n / batched_s:6.1f} sentences/s)")
     print(f"  one sentence each:  {single_s:6.2f} s  ({n / single_s:6.1f} sentences/s)")

@@ -4,20 +4,24 @@ Trains `python -m rnnlab task=translate data.corpus=files data.path=<spa.txt>` f
 of `--minutes` (wall time, validation included, validating every half epoch), saving the
 weights as they are when each budget runs out, then scores each of those checkpoints on the
 test split: greedy and with beam search. Extra arguments are config overrides (e.g. `size=small`).
+`--output-layer full sampled adaptive` does that once per vocabulary layer, each in a fresh
+process, one after the other (adaptive with module.label_smoothing=0: it has none).
 
     python benchmarks/translate_bleu.py --minutes 30 60 [--beam 5] [--data spa.txt] [--threads N]
-        [key=value ...]
+        [--output-layer full sampled adaptive] [key=value ...]
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
-from _common import compose_config, here, train_with_callbacks
+from _common import compose_config, here, output_layer_overrides, train_with_callbacks
 from omegaconf import open_dict
 
 SPA_TXT = here().parents[1] / "shared" / "data" / "translate" / "spa-eng" / "spa.txt"
@@ -53,6 +57,9 @@ def main() -> None:
     parser.add_argument("--beam", type=int, default=5)
     parser.add_argument("--output", default=None, help="run dir (default outputs/benchmarks/...)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: its default)")
+    parser.add_argument(
+        "--output-layer", nargs="+", default=["full"], choices=("full", "sampled", "adaptive")
+    )
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     if args.threads:
@@ -65,6 +72,18 @@ def main() -> None:
         / "benchmarks"
         / f"translate_bleu-{time.strftime('%Y%m%d-%H%M%S')}"
     )
+    if len(args.output_layer) > 1:
+        for layer in args.output_layer:
+            print(f"--- model.output_layer={layer}", flush=True)
+            subprocess.run(
+                [
+                    sys.executable, __file__, *args.overrides, "--minutes", *map(str, args.minutes),
+                    "--data", args.data, "--beam", str(args.beam), "--threads", str(args.threads),
+                    "--output", f"{output}/{layer}", "--output-layer", layer,
+                ],
+                check=True,
+            )  # fmt: skip
+        return
     cfg = compose_config(
         "accelerator=cpu",
         "callbacks.progress_bar=null",
@@ -74,6 +93,7 @@ def main() -> None:
         f"data.path={args.data}",
         "trainer.max_epochs=1000",
         "+trainer.val_check_interval=0.5",
+        *output_layer_overrides(args.output_layer[0]),
         *args.overrides,
         output_dir=output,
     )

@@ -38,7 +38,8 @@ class Vocab:
         min_count: int = 1,
         specials: Sequence[str] = (PAD, UNK, SOS, EOS),
     ) -> Vocab:
-        """Most frequent tokens first (ties by token, so builds are reproducible)."""
+        """Most frequent tokens first (ties by token, so builds are reproducible): the sampled
+        and adaptive output layers (`rnnlab.models.output_layer`) rely on that order."""
         counts = Counter(token for sequence in sequences for token in sequence)
         ranked = sorted(
             (t for t, c in counts.items() if c >= min_count and t not in specials),

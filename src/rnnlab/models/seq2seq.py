@@ -7,12 +7,15 @@ Two decoders (`decoder=`):
   configurable ratio) and, with attention, a context vector over the encoder outputs.
 With `attention=bahdanau` the repeat decoder attends from each of its outputs in one batched call;
 the autoregressive one attends from its previous state before each step (Bahdanau et al., 2015).
+Both end in the vocabulary layer of `model.output_layer` (`rnnlab.models.output_layer`): the
+decoders compute the features it reads, and training hands those to its `loss`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -28,10 +31,12 @@ from rnnlab.models.decoding import (
     mask_after_eos,
     sample_decode,
 )
+from rnnlab.models.output_layer import OutputLayer, make_output_layer
 from rnnlab.models.rnn import State, cell_kind, last_layer_summary, make_rnn, run_rnn
 
 DECODERS = ("repeat", "autoregressive")
 ATTENTIONS = ("none", "bahdanau")
+OutputFactory = Callable[[int, int], OutputLayer]  # (in_features, vocab_size) -> output layer
 
 
 def _map_state(state: State, fn) -> State:
@@ -107,7 +112,7 @@ class DecoderState:
 
 
 class AutoregressiveDecoder(nn.Module):
-    """Embedding of the previous token [+ attention context] -> RNN -> linear to the vocabulary.
+    """Embedding of the previous token [+ attention context] -> RNN -> the vocabulary layer.
 
     With `readout_size`, [RNN output; context] first goes through tanh(W [h; c]) of that size
     (Luong et al., 2015's attentional hidden state): with a large vocabulary the output layer
@@ -124,6 +129,7 @@ class AutoregressiveDecoder(nn.Module):
         num_layers: int,
         dropout: float,
         attention: BahdanauAttention | None,
+        make_output: OutputFactory,
         readout_size: int | None = None,
     ):
         super().__init__()
@@ -138,26 +144,27 @@ class AutoregressiveDecoder(nn.Module):
         self.readout = (
             nn.Sequential(nn.Linear(features, readout_size), nn.Tanh()) if readout_size else None
         )
-        self.out = nn.Linear(readout_size or features, embedding.num_embeddings)
+        self.out = make_output(readout_size or features, embedding.num_embeddings)
 
-    def logits(self, features: Tensor) -> Tensor:
-        """(..., hidden [+ context]) -> (..., V), through the readout layer if there is one."""
+    def output_features(self, features: Tensor) -> Tensor:
+        """(..., hidden [+ context]) -> (..., F) as the output layer reads them: through the
+        readout layer if there is one, then dropout."""
         if self.readout is not None:
             features = self.readout(self.dropout(features))
-        return self.out(self.dropout(features))
+        return self.dropout(features)
 
     def step(
         self, prev_tokens: Tensor, state: DecoderState
     ) -> tuple[Tensor, DecoderState, Tensor | None]:
         """prev_tokens (B,) -> logits (B, V), next state, attention weights (B, S) or None."""
         features, next_state, weights = self.recur(self.dropout(self.embedding(prev_tokens)), state)
-        return self.logits(features), next_state, weights
+        return self.out.logits(self.output_features(features)), next_state, weights
 
     def recur(
         self, inputs: Tensor, state: DecoderState
     ) -> tuple[Tensor, DecoderState, Tensor | None]:
         """One step without the vocabulary ends: embedded inputs (B, E) -> features (B, F) for
-        `logits`, next state, attention weights (B, S) or None."""
+        `output_features`, next state, attention weights (B, S) or None."""
         weights = None
         if self.attention is not None:
             hidden = state.hidden[0] if isinstance(state.hidden, tuple) else state.hidden
@@ -176,41 +183,48 @@ class AutoregressiveDecoder(nn.Module):
     def forward(
         self, tgt_inputs: Tensor, state: DecoderState, teacher_forcing: float = 1.0
     ) -> tuple[Tensor, Tensor | None]:
-        """tgt_inputs (B, T) starting with <sos> -> logits (B, T, V), weights (B, T, S) or None.
+        """tgt_inputs (B, T) starting with <sos> -> output features (B, T, F) for `self.out`,
+        weights (B, T, S) or None.
 
         Without attention and with full teacher forcing the whole sequence is one fused RNN
         call. With attention it steps the recurrence, but under full teacher forcing the
         embedding and the output layer still run once over the whole sequence: per step they
         would each cost a vocabulary-sized gradient in backward. With teacher_forcing < 1 it
-        feeds back its own prediction with that probability, so it needs each step's logits.
+        feeds back its own prediction with that probability, so each step also scores the
+        vocabulary (without gradient) to pick it.
         """
         if teacher_forcing >= 1.0:
             embedded = self.dropout(self.embedding(tgt_inputs))
             if self.attention is None:
                 outputs, _ = self.rnn(embedded, state.hidden)
-                return self.logits(outputs), None
+                return self.output_features(outputs), None
             features, weights = [], []
             for t in range(tgt_inputs.size(1)):
                 step_features, state, step_weights = self.recur(embedded[:, t], state)
                 features.append(step_features)
                 weights.append(step_weights)
-            return self.logits(torch.stack(features, 1)), torch.stack(weights, 1)
-        logits, weights = [], []
+            return self.output_features(torch.stack(features, 1)), torch.stack(weights, 1)
+        features, weights = [], []
         prev = tgt_inputs[:, 0]
         for t in range(tgt_inputs.size(1)):
-            step_logits, state, step_weights = self.step(prev, state)
-            logits.append(step_logits)
+            step_features, state, step_weights = self.recur(
+                self.dropout(self.embedding(prev)), state
+            )
+            step_features = self.output_features(step_features)
+            features.append(step_features)
             weights.append(step_weights)
             if t + 1 < tgt_inputs.size(1):
-                own = step_logits.argmax(-1)
+                with torch.no_grad():
+                    own = self.out.logits(step_features).argmax(-1)
                 use_gold = torch.rand(own.shape, device=own.device) < teacher_forcing
                 prev = torch.where(use_gold, tgt_inputs[:, t + 1], own)
         stacked = torch.stack(weights, 1) if self.attention is not None else None
-        return torch.stack(logits, 1), stacked
+        return torch.stack(features, 1), stacked
 
 
 class RepeatDecoder(nn.Module):
-    """Keras RepeatVector -> RNN(return_sequences) -> TimeDistributed(Dense), optionally attending."""
+    """Keras RepeatVector -> RNN(return_sequences) -> TimeDistributed(Dense), optionally attending
+    (the Dense being the vocabulary layer `self.out`)."""
 
     def __init__(
         self,
@@ -223,29 +237,33 @@ class RepeatDecoder(nn.Module):
         num_layers: int,
         dropout: float,
         attention: BahdanauAttention | None,
+        make_output: OutputFactory,
     ):
         super().__init__()
         self.rnn = make_rnn(cell, summary_size, hidden_size, num_layers, dropout)
         self.attention = attention
         self.dropout = nn.Dropout(dropout)
         context_size = encoder_size if attention is not None else 0
-        self.out = nn.Linear(hidden_size + context_size, vocab_size)
+        self.out = make_output(hidden_size + context_size, vocab_size)
 
     def forward(
         self, summary: Tensor, steps: int, encoder_outputs: Tensor, src_mask: Tensor
     ) -> tuple[Tensor, Tensor | None]:
-        """summary (B, He) -> logits (B, steps, V), weights (B, steps, S) or None."""
+        """summary (B, He) -> output features (B, steps, F) for `self.out`, weights
+        (B, steps, S) or None."""
         outputs, _ = self.rnn(summary.unsqueeze(1).expand(-1, steps, -1).contiguous())
         weights = None
         if self.attention is not None:
             keys = self.attention.project_keys(encoder_outputs)
             context, weights = self.attention(outputs, keys, encoder_outputs, src_mask)
             outputs = torch.cat([outputs, context], -1)
-        return self.out(self.dropout(outputs)), weights
+        return self.dropout(outputs), weights
 
 
 class Seq2Seq(nn.Module):
-    """Encoder RNN (optionally bidirectional) + a `repeat` or `autoregressive` decoder."""
+    """Encoder RNN (optionally bidirectional) + a `repeat` or `autoregressive` decoder ending in
+    a `full`, `sampled` or `adaptive` vocabulary layer (`output_layer`; `num_sampled`,
+    `adaptive_cutoffs`: see `rnnlab.models.output_layer`)."""
 
     def __init__(
         self,
@@ -269,6 +287,9 @@ class Seq2Seq(nn.Module):
         teacher_forcing: float = 1.0,
         share_embeddings: bool = False,
         readout_size: int | None = None,
+        output_layer: str = "full",
+        num_sampled: int = 512,
+        adaptive_cutoffs: Sequence[int] | None = None,
     ):
         super().__init__()
         require(decoder in DECODERS, "model.decoder", f"must be one of {DECODERS}, got {decoder!r}")
@@ -316,6 +337,12 @@ class Seq2Seq(nn.Module):
             if attention == "bahdanau"
             else None
         )
+        make_output = partial(
+            make_output_layer,
+            output_layer,
+            num_sampled=num_sampled,
+            adaptive_cutoffs=adaptive_cutoffs,
+        )
         if decoder == "repeat":
             self.bridge = None
             self.decoder: nn.Module = RepeatDecoder(
@@ -327,6 +354,7 @@ class Seq2Seq(nn.Module):
                 num_layers=num_layers,
                 dropout=dropout,
                 attention=attn,
+                make_output=make_output,
             )
         else:
             # A bidirectional encoder's two final states become the decoder's initial state.
@@ -345,11 +373,17 @@ class Seq2Seq(nn.Module):
                 dropout=dropout,
                 attention=attn,
                 readout_size=readout_size,
+                make_output=make_output,
             )
 
     @property
     def autoregressive(self) -> bool:
         return isinstance(self.decoder, AutoregressiveDecoder)
+
+    @property
+    def output_layer(self) -> OutputLayer:
+        """The vocabulary layer: `loss(features, targets)` in training, `logits(features)`."""
+        return self.decoder.out
 
     def encode(self, src_tokens: Tensor, src_lengths: Tensor) -> tuple[Tensor, State, Tensor]:
         """src_tokens (B, S), src_lengths (B,) -> outputs (B, S, He), final state, mask (B, S)."""
@@ -372,11 +406,12 @@ class Seq2Seq(nn.Module):
         keys = attention.project_keys(outputs) if attention is not None else None
         return DecoderState(state, outputs, keys, mask)
 
-    def forward(
+    def features(
         self, src_tokens: Tensor, src_lengths: Tensor, tgt_inputs: Tensor
     ) -> tuple[Tensor, Tensor | None]:
-        """Training pass. tgt_inputs (B, T) = target tokens without the last one (starts with
-        <sos>) -> logits (B, T, V) for the next tokens, attention weights (B, T, S) or None."""
+        """Training pass up to the vocabulary layer. tgt_inputs (B, T) = target tokens without
+        the last one (starts with <sos>) -> the output layer's input features (B, T, F) for the
+        next tokens, attention weights (B, T, S) or None."""
         if not self.autoregressive:
             outputs, state, mask = self.encode(src_tokens, src_lengths)
             summary = last_layer_summary(state, self.num_directions)
@@ -384,6 +419,14 @@ class Seq2Seq(nn.Module):
         state = self._initial_state(src_tokens, src_lengths)
         ratio = self.teacher_forcing if self.training else 1.0
         return self.decoder(tgt_inputs, state, ratio)
+
+    def forward(
+        self, src_tokens: Tensor, src_lengths: Tensor, tgt_inputs: Tensor
+    ) -> tuple[Tensor, Tensor | None]:
+        """`features`, then logits (B, T, V) over the whole vocabulary, attention (B, T, S) or
+        None."""
+        features, weights = self.features(src_tokens, src_lengths, tgt_inputs)
+        return self.output_layer.logits(features), weights
 
     @torch.no_grad()
     def generate(

@@ -1,5 +1,8 @@
 """Next-token language modelling: cross-entropy at every position, perplexity, generation.
 
+The training loss is the output layer's own (`net.output_layer.loss`: a sampled estimate with
+`model.output_layer=sampled`); validation and test score the full distribution.
+
 Batches hold `inputs` (B, T) and `targets` (B, T) = the inputs shifted by one token. Stateful
 batches (truncated BPTT) also hold `reset` (B,) bool: row b's hidden state left by the previous
 batch is carried into the next one, detached so gradients stop at the batch boundary, and zeroed
@@ -84,15 +87,19 @@ class LanguageModelTask(TaskModule):
 
     # Training --------------------------------------------------------------------------------
     def model_step(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Training: the loss only. Evaluation: the exact loss and the logits (B, T, V)."""
         slot = "train" if self.training else "eval"
         reset = batch.get("reset")
         state = None
         if reset is not None and not bool(reset.all()) and slot in self._carried:
             keep = (~reset).to(batch["inputs"].device).view(1, -1, 1)
             state = map_state(self._carried[slot], lambda s: s * keep)
-        logits, state = self.net(batch["inputs"], state)
+        features, state = self.net.features(batch["inputs"], state)
         if reset is not None:
             self._carried[slot] = detach_state(state)
+        if self.training:
+            return {"loss": self.net.output_layer.loss(features, batch["targets"])}
+        logits = self.net.output_layer.logits(features)
         loss = F.cross_entropy(logits.flatten(0, 1), batch["targets"].flatten())
         return {"loss": loss, "logits": logits}
 

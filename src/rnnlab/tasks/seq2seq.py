@@ -1,5 +1,8 @@
 """Sequence-to-sequence training: teacher-forced loss, metrics on generated outputs.
 
+The training loss is the output layer's own (`net.output_layer.loss`: a sampled estimate with
+`model.output_layer=sampled`); validation and test score the full distribution.
+
 Metrics come in three kinds, told apart by class:
 - id metrics (`rnnlab.metrics.TokenAccuracy`, `ExactMatch`) get generated ids and target ids;
 - `Perplexity` (any `TokenNLL`) gets the teacher-forced logits (no label smoothing);
@@ -115,6 +118,12 @@ class Seq2SeqTask(TaskModule):
         **decoding: Any,
     ):
         super().__init__(net, optimizer, scheduler, metrics)
+        require(
+            not label_smoothing or net.output_layer.supports_label_smoothing,
+            "module.label_smoothing",
+            f"the {type(net.output_layer).__name__} output layer has none: set "
+            "module.label_smoothing=0 or use model.output_layer=full|sampled",
+        )
         self.label_smoothing = label_smoothing
         self.configure_decoding(**decoding)
 
@@ -145,14 +154,15 @@ class Seq2SeqTask(TaskModule):
         return self.decoding["length_penalty"]
 
     def model_step(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Training: the loss only. Evaluation: the exact loss and the logits (B, T, V)."""
         tgt = batch["tgt_tokens"]
-        logits, _ = self.net(batch["src_tokens"], batch["src_lengths"], tgt[:, :-1])
-        loss = F.cross_entropy(
-            logits.flatten(0, 1),
-            tgt[:, 1:].flatten(),
-            ignore_index=self.net.pad_id,
-            label_smoothing=self.label_smoothing,
-        )
+        features, _ = self.net.features(batch["src_tokens"], batch["src_lengths"], tgt[:, :-1])
+        targets = tgt[:, 1:]
+        options = {"ignore_index": self.net.pad_id, "label_smoothing": self.label_smoothing}
+        if self.training:
+            return {"loss": self.net.output_layer.loss(features, targets, **options)}
+        logits = self.net.output_layer.logits(features)
+        loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), **options)
         return {"loss": loss, "logits": logits}
 
     def _generate(self, batch: dict[str, Tensor], search: bool = True) -> dict[str, Tensor]:
