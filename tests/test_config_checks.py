@@ -39,6 +39,8 @@ def test_every_preset_passes(preset):
         ("trainer.max_epochs=0", "trainer.max_epochs: must be a positive integer or -1 or null"),
         ("model.hidden_size=abc", "model.hidden_size: must be a positive integer, got 'abc'"),
         ("model.hidden_size=64.0", "model.hidden_size: must be a positive integer, got 64.0"),
+        ("model.cell=grux", "model.cell: must be one of rnn, gru, lstm, rnn_scratch"),
+        ("model.num_sampled=0", "model.num_sampled: must be a positive integer, got 0"),
         ("model.hidden_size=true", "model.hidden_size: must be a positive integer, got True"),
         ("model.dropout=1", "model.dropout: must be a number in [0, 1), got 1"),
         ("model.num_layers=0", "model.num_layers: must be a positive integer, got 0"),

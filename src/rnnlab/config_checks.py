@@ -23,6 +23,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from rnnlab.errors import require
+from rnnlab.models.output_layer import OUTPUT_LAYERS
+from rnnlab.models.rnn import CELLS
 
 _ASCII = bytes(range(128))  # text readers split on b"\n": an encoding must keep ASCII as is
 
@@ -100,6 +102,11 @@ def number(
     return Rule(text, allows)
 
 
+def choice(*values: str) -> Rule:
+    """One of `values`."""
+    return Rule(f"one of {', '.join(values)}", lambda value: value in values)
+
+
 def _ascii_compatible_codec(value: Any) -> bool:
     if not isinstance(value, str):
         return False
@@ -125,6 +132,9 @@ RULES: tuple[tuple[str, Rule], ...] = (
     ("model.dropout", number(0, 1, high_open=True)),
     ("model.teacher_forcing", number(0, 1)),
     ("model.*_size", integer(1, null=True)),
+    ("model.cell", choice(*CELLS)),
+    ("model.output_layer", choice(*OUTPUT_LAYERS)),
+    ("model.num_sampled", integer(1)),
     # optimizer and scheduler: torch checks these only when training starts
     ("optimizer.lr", number(0, low_open=True)),
     ("optimizer.weight_decay", number(0)),
