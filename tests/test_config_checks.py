@@ -75,7 +75,7 @@ def test_good_values_pass():
         ("seed", 0),
     ]:
         assert rule_for(key).allows(value), (key, value)
-    assert rule_for("data.path") is None and rule_for("model.cell") is None
+    assert rule_for("data.path") is None and rule_for("model.bidirectional") is None
 
 
 def test_checked_before_any_data_is_read_or_downloaded(tmp_path):
