@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rnnlab.builder import CONFIG_KEY, build, instantiate_node
 from rnnlab.errors import ConfigError, RnnlabError
+from rnnlab.sweeps import TrialPruned, trial_callbacks
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +49,9 @@ def _register_sweeper() -> None:
     install; registering the class directly works for every kind of install."""
     from hydra.core.plugins import Plugins
 
-    from hydra_plugins.rnnlab_sweeper import ResumableOptunaSweeper
+    from hydra_plugins.rnnlab_sweeper import OptunaSweeper
 
-    Plugins.instance().register(ResumableOptunaSweeper)
+    Plugins.instance().register(OptunaSweeper)
 
 
 _register_sweeper()
@@ -168,6 +169,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     callbacks = [instantiate_node(cfg.callbacks, key) for key in (cfg.get("callbacks") or {})]
     callbacks = [callback for callback in callbacks if callback is not None]
     callbacks.append(RunStateInCheckpoint(config))
+    callbacks.extend(trial_callbacks(cfg))
     loggers = [instantiate_node(cfg.logger, key) for key in (cfg.get("logger") or {})]
     loggers = [logger for logger in loggers if logger is not None]
     trainer: pl.Trainer = instantiate_node(
@@ -255,6 +257,8 @@ def main(cfg: DictConfig) -> float | None:
         result["epochs"] = objects["trainer"].current_epoch
         result["test"] = {k: v for k, v in metrics.items() if k.startswith("test/")}
         result["status"] = "ok" if result["value"] is not None else "nan"
+    except TrialPruned as pruned:  # the sweeper's pruner stopped this trial
+        result.update(status="pruned", value=pruned.value, epochs=pruned.epoch)
     except Exception as error:
         result["error"] = f"{type(error).__name__}: {error}"
         if not multirun:
