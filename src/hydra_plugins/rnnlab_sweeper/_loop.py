@@ -32,7 +32,7 @@ PRUNERS = {"median": "MedianPruner", "hyperband": "HyperbandPruner", "none": "No
 FACTS = ("params", "seconds_per_epoch")  # objectives besides the task's metric (minimised)
 
 
-def _check(sweeper: OptunaSweeper, objectives: list[str], local: bool) -> None:
+def _check(sweeper: OptunaSweeper, objectives: list[str], launcher: str) -> None:
     require(
         sweeper.objectives[:1] == ["metric"],
         "hydra.sweeper.objectives",
@@ -54,8 +54,8 @@ def _check(sweeper: OptunaSweeper, objectives: list[str], local: bool) -> None:
         "Optuna prunes single-objective studies only; use hydra.sweeper.pruner=none",
     )
     require(
-        local or not (pruning or len(objectives) > 1),
-        "hydra/launcher",
+        launcher == "basic" or not (pruning or len(objectives) > 1),
+        f"hydra/launcher={launcher}",
         "pruning and several objectives need the trials on this machine (the basic launcher); "
         "on a cluster start sweep workers that share a storage (README, Sweeps)",
     )
@@ -182,9 +182,9 @@ def run_sweep(sweeper: OptunaSweeper, arguments: list[str]) -> None:
     config = sweeper.config
     sweep_dir = Path(config.hydra.sweep.dir)
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    local = config.hydra.runtime.choices.get("hydra/launcher") == "basic"
+    launcher = config.hydra.runtime.choices.get("hydra/launcher")
     objectives = [config.optimized_metric, *sweeper.objectives[1:]]
-    _check(sweeper, objectives, local)
+    _check(sweeper, objectives, launcher)
     directions = [sweeper.direction] + ["minimize"] * (len(objectives) - 1)
     space = parse_search_space(sweeper.params, arguments)
     require(
@@ -211,7 +211,7 @@ def run_sweep(sweeper: OptunaSweeper, arguments: list[str]) -> None:
         log.warning("trials %s were interrupted (their sweep was killed)", interrupted)
     done = progress(_study.finished(study), sweeper.n_trials)
     log.info("study %s in %s: %s", sweeper.study_name, url, done)
-    runner = _trial_runner(sweeper, local, prunable=len(objectives) == 1)
+    runner = _trial_runner(sweeper, launcher == "basic", prunable=len(objectives) == 1)
     try:
         _run_trials(sweeper, study, space, runner, objectives)
     finally:
