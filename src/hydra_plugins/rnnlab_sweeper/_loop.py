@@ -153,7 +153,7 @@ def _write_results(
     results: dict[str, Any] = {
         "name": "rnnlab_optuna",
         "study_name": sweeper.study_name,
-        "storage": url,
+        "storage": _study.shown(url),
         "objectives": objectives,
         "directions": [direction.name.lower() for direction in study.directions],
         "n_trials": sweeper.n_trials,
@@ -169,12 +169,7 @@ def _write_results(
         results["best_params"] = study.best_trial.params
         results["best_value"] = study.best_value
     OmegaConf.save(OmegaConf.create(results), sweep_dir / RESULTS_FILE)
-    log.info(
-        "study %s: %d of %d trials finished",
-        sweeper.study_name,
-        results["finished"],
-        sweeper.n_trials,
-    )
+    log.info("study %s: %s", sweeper.study_name, progress(results["finished"], sweeper.n_trials))
 
 
 def run_sweep(sweeper: OptunaSweeper, arguments: list[str]) -> None:
@@ -210,7 +205,7 @@ def run_sweep(sweeper: OptunaSweeper, arguments: list[str]) -> None:
     if interrupted:
         log.warning("trials %s were interrupted (their sweep was killed)", interrupted)
     done = progress(_study.finished(study), sweeper.n_trials)
-    log.info("study %s in %s: %s", sweeper.study_name, url, done)
+    log.info("study %s in %s: %s", sweeper.study_name, _study.shown(url), done)
     runner = _trial_runner(sweeper, launcher == "basic", prunable=len(objectives) == 1)
     try:
         _run_trials(sweeper, study, space, runner, objectives)

@@ -17,6 +17,8 @@ from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from rnnlab.errors import ConfigError
 
@@ -28,8 +30,19 @@ SKIPPED = "skipped"
 
 def storage_url(storage: str | None, sweep_dir: Path) -> str:
     """The study's database: the given URL, or a sqlite file in the sweep dir (so every sweep
-    can be resumed and watched with the dashboard)."""
-    return storage or f"sqlite:///{(sweep_dir / 'optuna.db').resolve()}"
+    can be resumed and watched with the dashboard). A sqlite file's folder is created."""
+    url = storage or f"sqlite:///{(sweep_dir / 'optuna.db').resolve()}"
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    return url
+
+
+def shown(url: str) -> str:
+    """The URL for logs and messages: without its password."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url
 
 
 def worker_id() -> str:
@@ -62,15 +75,22 @@ def open_study(
 ) -> optuna.Study:
     """Create the study, or load it if it exists and was created for the same task, objectives,
     search space and fixed overrides (`force` continues it anyway)."""
-    study = optuna.create_study(
-        study_name=name, storage=url, directions=directions, load_if_exists=True
-    )
+    try:
+        study = optuna.create_study(
+            study_name=name, storage=url, directions=directions, load_if_exists=True
+        )
+    except (ImportError, SQLAlchemyError) as error:  # no driver, bad URL, unreachable server
+        reason = str(error).splitlines()[0]
+        raise ConfigError(
+            f"hydra.sweeper.storage={shown(url)}: cannot open it ({reason}); fix the URL or install "
+            "its driver (postgresql: psycopg2-binary, mysql+pymysql: pymysql)"
+        ) from None
     stored = study.user_attrs.get(IDENTITY)
     if stored is None:
         study.set_user_attr(IDENTITY, identity)
     elif stored != identity and not force:
         raise ConfigError(
-            f"hydra.sweeper.study_name={name}: the study in {url} was made by a different "
+            f"hydra.sweeper.study_name={name}: the study in {shown(url)} was made by a different "
             f"command ({_describe_difference(stored, identity)}); rerun its command, choose a "
             "new study_name or storage, or add hydra.sweeper.force=true to continue it anyway"
         )
