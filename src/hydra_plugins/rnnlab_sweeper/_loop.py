@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
+from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 
 from hydra_plugins.rnnlab_sweeper import _runner, _study
 from hydra_plugins.rnnlab_sweeper._space import SearchSpace, parse_search_space
-from rnnlab.errors import require
+from rnnlab.errors import ConfigError, require
 from rnnlab.sweeps import RESULTS_FILE, progress
 
 if TYPE_CHECKING:
@@ -59,6 +60,20 @@ def _check(sweeper: OptunaSweeper, objectives: list[str], launcher: str) -> None
         "pruning and several objectives need the trials on this machine (the basic launcher); "
         "on a cluster start sweep workers that share a storage (README, Sweeps)",
     )
+
+
+def _check_composes(sweeper: OptunaSweeper, space: SearchSpace) -> None:
+    """Compose one job (every parameter at its first value) before creating the study: a
+    misspelt key would otherwise fail every trial."""
+    probe = {
+        name: dist.choices[0] if isinstance(dist, CategoricalDistribution) else dist.low
+        for name, dist in space.distributions.items()
+    }
+    try:
+        sweeper.validate_batch_is_legal([space.job_overrides(probe)])
+    except Exception as error:  # Hydra's composition errors have no common base class
+        reason = " ".join(str(error).splitlines()[:2])
+        raise ConfigError(f"sweep overrides: {reason}") from None
 
 
 def _sampler(sweeper: OptunaSweeper, existing_trials: int) -> optuna.samplers.BaseSampler:
@@ -187,6 +202,7 @@ def run_sweep(sweeper: OptunaSweeper, arguments: list[str]) -> None:
         "hydra.sweeper.params",
         "nothing to search; add a search_space for the task or 'key=choice(...)' overrides",
     )
+    _check_composes(sweeper, space)
     identity = {
         "task": config.task_name,
         "objectives": [f"{name} {way}" for name, way in zip(objectives, directions)],
