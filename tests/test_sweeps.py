@@ -290,7 +290,7 @@ def test_killed_sweep_resumes_refuses_another_command_and_lists_the_interrupted_
         start_new_session=True,
     )
     deadline = time.time() + 240
-    while time.time() < deadline and len(list(sweep.glob("*/.hydra"))) < 2:
+    while time.time() < deadline and len(list(sweep.glob("*/.hydra/overrides.yaml"))) < 2:
         time.sleep(0.05)
     os.killpg(first.pid, signal.SIGKILL)  # while its second trial runs
     first.wait()
