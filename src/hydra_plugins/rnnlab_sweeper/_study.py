@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -70,21 +71,35 @@ def _describe_difference(stored: dict[str, Any], current: dict[str, Any]) -> str
     return "unknown"
 
 
+def _create_or_load(name: str, url: str, directions: list[str], attempts: int = 4) -> optuna.Study:
+    failure: Exception | None = None
+    for attempt in range(1, attempts + 1):
+        try:
+            return optuna.create_study(
+                study_name=name, storage=url, directions=directions, load_if_exists=True
+            )
+        except ImportError as error:  # no driver for the URL's database
+            failure = error
+            break
+        except SQLAlchemyError as error:
+            # Workers that start together on a new database race to create its tables (Optuna
+            # issue 1092): the losers find them on a retry. Or a bad URL, or no server.
+            failure = error
+            if attempt < attempts:
+                time.sleep(attempt)
+    reason = str(failure).splitlines()[0]
+    raise ConfigError(
+        f"hydra.sweeper.storage={shown(url)}: cannot open it ({reason}); fix the URL or install "
+        "its driver (postgresql: psycopg2-binary, mysql+pymysql: pymysql)"
+    )
+
+
 def open_study(
     name: str, url: str, directions: list[str], identity: dict[str, Any], force: bool
 ) -> optuna.Study:
     """Create the study, or load it if it exists and was created for the same task, objectives,
     search space and fixed overrides (`force` continues it anyway)."""
-    try:
-        study = optuna.create_study(
-            study_name=name, storage=url, directions=directions, load_if_exists=True
-        )
-    except (ImportError, SQLAlchemyError) as error:  # no driver, bad URL, unreachable server
-        reason = str(error).splitlines()[0]
-        raise ConfigError(
-            f"hydra.sweeper.storage={shown(url)}: cannot open it ({reason}); fix the URL or install "
-            "its driver (postgresql: psycopg2-binary, mysql+pymysql: pymysql)"
-        ) from None
+    study = _create_or_load(name, url, directions)
     stored = study.user_attrs.get(IDENTITY)
     if stored is None:
         study.set_user_attr(IDENTITY, identity)
