@@ -81,6 +81,9 @@ def _create_or_load(name: str, url: str, directions: list[str], attempts: int = 
         except ImportError as error:  # no driver for the URL's database
             failure = error
             break
+        except RuntimeError as error:  # tables of an older Optuna: its message says what to run
+            reason = " ".join(str(error).split()).replace("$STORAGE_URL", shown(url))
+            raise ConfigError(f"hydra.sweeper.storage={shown(url)}: {reason}") from None
         except SQLAlchemyError as error:
             # Workers that start together on a new database race to create its tables (Optuna
             # issue 1092): the losers find them on a retry. Or a bad URL, or no server.
@@ -139,10 +142,12 @@ def fail_interrupted(study: optuna.Study) -> list[int]:
 
 
 def status(trial: FrozenTrial) -> str:
-    """ok, nan, failed, pruned, skipped, running, or interrupted (failed without a job status)."""
+    """ok, nan, failed, pruned, skipped, running, or interrupted (failed without a job status).
+    Trials of studies made before rnnlab kept a status go by their state."""
     if trial.state in (TrialState.RUNNING, TrialState.WAITING):
         return "running"
-    return trial.user_attrs.get(STATUS, "interrupted")
+    by_state = {TrialState.COMPLETE: "ok", TrialState.PRUNED: "pruned"}
+    return trial.user_attrs.get(STATUS, by_state.get(trial.state, "interrupted"))
 
 
 def counts_toward_budget(trial: FrozenTrial) -> bool:
