@@ -144,7 +144,8 @@ def _trial_process(
 
 class Forked:
     """`n_jobs` trials at once, each in a process forked from this one (no re-import, no
-    pickling) with its share of the cores."""
+    pickling) with its share of the cores. Forking is safe here because the sweeper process
+    itself never trains: it has no OpenMP thread pool, threads or open training files."""
 
     def __init__(self, launcher: Launcher, n_jobs: int, threads: int, prunable: bool):
         self.launcher = launcher
