@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(TORCH_VERSION)
 RUN_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast lint format tensorboard bench clean
+.PHONY: help install run test test-fast lint format tensorboard dashboard bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -43,6 +43,11 @@ format: install ## apply ruff's fixes and formatting
 
 tensorboard: install ## serve outputs/ on http://127.0.0.1:6006
 	$(BIN)/tensorboard --logdir outputs --host 127.0.0.1 --port 6006
+
+# STORAGE: a study database URL or a sweep dir; empty: the newest sweep under outputs/
+STORAGE ?=
+dashboard: install ## optuna-dashboard on a sweep's study, http://127.0.0.1:8080 (STORAGE=...)
+	$(BIN)/python -m rnnlab.dashboard $(if $(STORAGE),storage=$(STORAGE))
 
 BENCHMARKS := overhead addition_time_to_accuracy translate_bucketing translate_beam \
 	scratch_cells insight_overhead

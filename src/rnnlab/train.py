@@ -29,6 +29,7 @@ from rnnlab.builder import build, instantiate_node
 from rnnlab.checkpoints import CONFIG_KEY, RunStateInCheckpoint, check_resumable, read_checkpoint
 from rnnlab.config_checks import check_config, flat_items
 from rnnlab.errors import ConfigError, RnnlabError
+from rnnlab.sweeps import TrialPruned, trial_callbacks
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +52,9 @@ def _register_sweeper() -> None:
     install; registering the class directly works for every kind of install."""
     from hydra.core.plugins import Plugins
 
-    from hydra_plugins.rnnlab_sweeper import ResumableOptunaSweeper
+    from hydra_plugins.rnnlab_sweeper import OptunaSweeper
 
-    Plugins.instance().register(ResumableOptunaSweeper)
+    Plugins.instance().register(OptunaSweeper)
 
 
 _register_sweeper()
@@ -150,6 +151,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     callbacks = [instantiate_node(cfg.callbacks, key) for key in (cfg.get("callbacks") or {})]
     callbacks = [callback for callback in callbacks if callback is not None]
     callbacks.append(RunStateInCheckpoint(config))
+    callbacks.extend(trial_callbacks(cfg))
     loggers = [instantiate_node(cfg.logger, key) for key in (cfg.get("logger") or {})]
     loggers = [logger for logger in loggers if logger is not None]
     trainer: pl.Trainer = instantiate_node(
@@ -268,6 +270,8 @@ def main(cfg: DictConfig) -> float | None:
         result["epochs"] = objects["trainer"].current_epoch
         result["test"] = {k: v for k, v in metrics.items() if k.startswith("test/")}
         result["status"] = "ok" if result["value"] is not None else "nan"
+    except TrialPruned as pruned:  # the sweeper's pruner stopped this trial
+        result.update(status="pruned", value=pruned.value, epochs=pruned.epoch)
     except (KeyboardInterrupt, SystemExit):  # Lightning turns Ctrl-C into SystemExit
         result["status"] = "interrupted"
         raise
