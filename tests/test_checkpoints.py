@@ -172,11 +172,11 @@ def _kill_mid_epoch(args: list[str], last, seed: int) -> None:
 @pytest.mark.parametrize("task", ["parity", "translate"])
 def test_kill_9_mid_epoch_then_resume_equals_an_uninterrupted_run(task, tmp_path):
     if task == "parity":
-        common = [*PARITY, "data.train_size=4000", "data.batch_size=20", "logger=csv"]
+        common = [*PARITY, "data.train_size=2400", "data.batch_size=20", "logger=csv"]
         common.append("+logger.csv.flush_logs_every_n_steps=1")  # rows on disk before the kill
     else:
-        common = [*translate(made_up_corpus(tmp_path / "c.tsv", 1800)), "data.batch_size=8"]
-    common = [*common, "trainer.max_epochs=3", *QUIET]
+        common = [*translate(made_up_corpus(tmp_path / "c.tsv", 1200)), "data.batch_size=8"]
+    common = [*common, "trainer.max_epochs=2", *QUIET]
     train_run(tmp_path / "straight", *common)
     run = tmp_path / "run"
     frequent = "callbacks.last_checkpoint.every_n_minutes=0.002"
@@ -196,7 +196,7 @@ def test_kill_9_mid_epoch_then_resume_equals_an_uninterrupted_run(task, tmp_path
     # The records of the run continue: CSV rows from before the kill, the log, the attempt.
     with open(run / "csv" / "metrics.csv", newline="") as file:
         rows = list(csv.DictReader(file))
-    assert {row["epoch"] for row in rows if row["val/loss"]} == {"0", "1", "2"}
+    assert {row["epoch"] for row in rows if row["val/loss"]} == {"0", "1"}
     assert "GPU available" in (run / "train.log").read_text()
     original = (run / ".hydra" / "overrides.yaml").read_text()
     # A resume with other model settings: one line naming the key and both values, exit 2,
