@@ -111,7 +111,8 @@ def main() -> None:
     with open_dict(cfg):
         cfg.test = False
 
-    from rnnlab.builder import load_checkpoint
+    from rnnlab.builder import build_datamodule
+    from rnnlab.inference import load_checkpoint
 
     saver = SaveAtMinutes(args.minutes, Path(output) / "checkpoints", args.clock)
     _, objects = train_with_callbacks(cfg, saver)
@@ -122,7 +123,8 @@ def main() -> None:
         accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False
     )
     for mark, path in sorted(saver.saved.items()):
-        _, datamodule, module = load_checkpoint(path)
+        cfg, codec, module = load_checkpoint(path)
+        datamodule = build_datamodule(cfg, codec)
         line = f"after {mark:g} min (step {torch.load(path, weights_only=True)['global_step']}):"
         for beam in sorted({1, args.beam}):
             module.configure_decoding(beam_size=beam)

@@ -13,9 +13,9 @@ import torch
 from conftest import SHARED_DATA, compose_config, serve, train_run
 
 from rnnlab import chat, predict
-from rnnlab.builder import load_checkpoint
 from rnnlab.data.chat import BOOK_PROMPTS, REPLIES_PER_PROMPT, ChatData, detect_format
 from rnnlab.errors import ConfigError, DataError
+from rnnlab.inference import load_checkpoint, predict_texts
 from rnnlab.metrics import DistinctN
 from rnnlab.models.decoding import constrain_step, sample_decode
 
@@ -148,11 +148,10 @@ def test_split_is_70_15_15_seeded_with_no_question_in_two_splits(tmp_path):
     again = ChatData(path=str(path), seed=3)
     again.setup()
     assert again.examples["test"] == module.examples["test"]
-    assert module.src_vocab is module.tgt_vocab  # one vocabulary, one shared embedding
-    state = module.state_dict()
-    restored = ChatData(path=str(path))
-    restored.load_state_dict(state)
-    assert restored.src_vocab.itos == module.src_vocab.itos
+    codec = module.codec
+    assert codec.src_vocab is codec.tgt_vocab  # one vocabulary, one shared embedding
+    restored = type(codec).from_state(codec.state_dict())
+    assert restored.src_vocab is restored.tgt_vocab and restored == codec
 
 
 # Decoding --------------------------------------------------------------------------------------
@@ -272,7 +271,7 @@ def test_short_real_run_learns_and_samples_replies_to_the_book_prompts(tmp_path)
         *QUIET_RUN,
     )
     datamodule, module = objects["datamodule"], objects["module"]
-    vocab = len(datamodule.src_vocab)
+    vocab = len(datamodule.codec.src_vocab)
     # Far better than guessing uniformly over the vocabulary.
     assert metrics["test/ppl"] < vocab / 5, (metrics, vocab)
     assert 0 < metrics["test/distinct_1"] <= metrics["test/distinct_2"] <= 1, metrics
@@ -280,7 +279,7 @@ def test_short_real_run_learns_and_samples_replies_to_the_book_prompts(tmp_path)
     assert [text for text, _ in pairs[: 2 * REPLIES_PER_PROMPT]] == [
         prompt for prompt in BOOK_PROMPTS for _ in range(REPLIES_PER_PROMPT)
     ]
-    replies = predict.predict_texts(module, datamodule, [BOOK_PROMPTS[0]] * 8)
+    replies = predict_texts(module, module.codec, [BOOK_PROMPTS[0]] * 8)
     assert all(isinstance(reply, str) and reply for reply in replies)
     assert "<unk>" not in " ".join(replies) and len(set(replies)) > 1  # sampled, not fixed
     _, _, restored = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")

@@ -11,7 +11,7 @@ from rnnlab.errors import ConfigError, InputError
 
 
 def _decode(data: ArithmeticData, tokens: torch.Tensor) -> list[str]:
-    return ["".join(data.vocab.decode(row)) for row in tokens.tolist()]
+    return ["".join(data.codec.vocab.decode(row)) for row in tokens.tolist()]
 
 
 @pytest.mark.parametrize("operators", ["+", "-", "*", "+-*"])
@@ -102,7 +102,7 @@ def test_arithmetic_too_many_questions_is_a_config_error():
 )
 def test_arithmetic_bad_prediction_inputs_explain_themselves(text, message):
     with pytest.raises(InputError, match=message):
-        ArithmeticData(train_size=10, val_size=10, test_size=10).encode_input(text)
+        ArithmeticData(train_size=10, val_size=10, test_size=10).codec.encode_example(text)
 
 
 @pytest.mark.parametrize("variable_length", [True, False])

@@ -10,7 +10,9 @@ from conftest import train_run
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from rnnlab import evaluate, predict
-from rnnlab.builder import CONFIG_KEY, load_checkpoint
+from rnnlab.builder import build_datamodule
+from rnnlab.checkpoints import CODEC_KEY, CONFIG_KEY
+from rnnlab.inference import load_checkpoint
 from rnnlab.train import optimized_value
 
 
@@ -113,14 +115,16 @@ def test_checkpoint_loads_weights_only_and_carries_config(addition_run):
     _, output_dir = addition_run
     checkpoint = torch.load(output_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert checkpoint[CONFIG_KEY]["data"]["digits"] == 2
-    cfg, datamodule, module = load_checkpoint(output_dir / "checkpoints" / "last.ckpt")
+    assert checkpoint[CODEC_KEY] == {"digits": 2, "operators": "+", "reverse_input": True}
+    cfg, codec, module = load_checkpoint(output_dir / "checkpoints" / "last.ckpt")
     assert cfg.task_name == "arithmetic" and not module.training
-    assert datamodule.train_set is None  # predicting reads no data
+    assert module.codec is codec and codec.digits == 2
 
 
 def _test_questions(addition_run, count):
     _, output_dir = addition_run
-    _, datamodule, _ = load_checkpoint(output_dir / "checkpoints" / "last.ckpt")
+    cfg, codec, _ = load_checkpoint(output_dir / "checkpoints" / "last.ckpt")
+    datamodule = build_datamodule(cfg, codec)
     datamodule.setup()
     return datamodule.sample_pairs("test", count)
 

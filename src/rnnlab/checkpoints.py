@@ -26,6 +26,7 @@ from rnnlab.errors import CheckpointError, require
 from rnnlab.trust import check_stored_config
 
 CONFIG_KEY = "rnnlab_config"  # where checkpoints keep the resolved run config
+CODEC_KEY = "rnnlab_codec"  # and the task codec's state (vocabularies, settings)
 
 
 class RunStateInCheckpoint(pl.Callback):

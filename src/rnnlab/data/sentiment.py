@@ -11,9 +11,8 @@ Two corpora, told apart by their layout (`format: auto`):
 Without `data.path` the archive is downloaded into `cache_dir` and extracted there (members may
 not leave the target folder). Splits are drawn by seed over *groups* of identical sentences
 (compared case-insensitively), so a sentence never appears in two splits. The vocabulary is
-built from the training split only and saved in checkpoints; unknown words map to `<unk>`.
-Texts longer than `max_length` tokens keep their last `max_length` tokens, as Keras'
-`pad_sequences` does (the verdict of a review tends to be at its end).
+built from the training split only and kept by the codec (`rnnlab.codecs.sentiment`), which
+also cuts texts longer than `max_length` tokens to their last `max_length` tokens.
 """
 
 from __future__ import annotations
@@ -28,19 +27,18 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from torch import Tensor
 
+from rnnlab.codecs.sentiment import LABELS, SentimentCodec
 from rnnlab.data.base import TaskDataModule
-from rnnlab.data.batching import TensorBatchDataset, pad_collate
+from rnnlab.data.batching import TensorBatchDataset
 from rnnlab.data.download import DownloadError, check_gzip, check_zip, download, move_aside
 from rnnlab.data.readers import CorpusError, read_labelled_sentences
-from rnnlab.data.vocab import PAD, UNK, Vocab
-from rnnlab.errors import DataError, InputError, require
+from rnnlab.data.text import Tokenizer
+from rnnlab.errors import DataError, require, require_one_of, require_positive
 
 log = logging.getLogger(__name__)
 
 FORMATS = ("auto", "uci", "aclimdb")
-LABELS = ("negative", "positive")
 SPLITS = ("train", "val", "test")
 
 UCI_URL = "https://archive.ics.uci.edu/static/public/331/sentiment+labelled+sentences.zip"
@@ -52,17 +50,9 @@ SHA256 = {
     ACLIMDB_URL: "c40f74a18d3b61f90feba1e17730e0d38e8b97c05fde7008942e91923d1658fe",
 }
 
-# A word (letters/digits, with inner apostrophes: "didn't") or any single other visible character.
-_TOKEN = re.compile(r"\w+(?:'\w+)*|[^\w\s]")
 _HTML_BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)  # aclImdb reviews use <br /> for newlines
 
 Example = tuple[str, int]  # (text, label 0/1)
-
-
-def tokenize(text: str, lowercase: bool = True) -> list[str]:
-    """Words and punctuation marks as separate tokens; any Unicode whitespace (U+0085 too)
-    separates. "Great food, didn't wait!" -> great food , didn't wait !"""
-    return _TOKEN.findall(text.lower() if lowercase else text)
 
 
 def group_key(text: str) -> str:
@@ -176,7 +166,7 @@ def split_by_group(
 class SentimentData(TaskDataModule):
     """Sentences or reviews -> 0 (negative) / 1 (positive), as word ids with lengths."""
 
-    answer_separator = " → "
+    codec_class = SentimentCodec
 
     def __init__(
         self,
@@ -193,14 +183,14 @@ class SentimentData(TaskDataModule):
         **loader_options,
     ):
         super().__init__(**loader_options)
-        require(format in FORMATS, "data.format", f"must be one of {FORMATS}, got {format!r}")
+        require_one_of(format, FORMATS, "data.format")
         require(
             max_features is None or max_features > 2,
             "data.max_features",
             f"must be > 2 (it counts <pad> and <unk>) or null, got {max_features}",
         )
         require(min_count >= 1, "data.min_count", f"must be >= 1, got {min_count}")
-        require(max_length > 0, "data.max_length", f"must be a positive integer, got {max_length}")
+        require_positive(max_length, "data.max_length")
         require(0 < val_fraction < 1, "data.val_fraction", f"must be in (0, 1), got {val_fraction}")
         require(
             0 < test_fraction < 1 and val_fraction + test_fraction < 1,
@@ -211,27 +201,13 @@ class SentimentData(TaskDataModule):
         self.format = format
         self.max_features = max_features
         self.min_count = min_count
-        self.lowercase = lowercase
+        self.tokenizer = Tokenizer("review", lowercase=lowercase)
         self.max_length = max_length
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction
         self.cache_dir = Path(cache_dir)
         self.url = url
-        self.vocab: Vocab | None = None
         self.samples: dict[str, list[Example]] = {}
-        self._known_words: Tensor | None = None  # from `collate`, read by `decode_output`
-
-    def model_kwargs(self) -> dict:
-        if self.vocab is None:
-            raise RuntimeError("SentimentData.setup() (or load_state_dict) must run first")
-        return {"vocab_size": len(self.vocab), "num_classes": 2, "pad_id": self.vocab.pad_id}
-
-    def state_dict(self) -> dict:
-        return {"vocab": self.vocab.to_dict()} if self.vocab is not None else {}
-
-    def load_state_dict(self, state: dict) -> None:
-        if "vocab" in state:
-            self.vocab = Vocab.from_dict(state["vocab"])
 
     # Sources -----------------------------------------------------------------------------------
     def _download(self) -> Path:
@@ -274,9 +250,8 @@ class SentimentData(TaskDataModule):
                     files = files or _uci_files(child)
         return files
 
-    def read_sources(self) -> dict[str, list[Example]]:
+    def read_sources(self, path: str | Sequence[str] | None) -> dict[str, list[Example]]:
         """{"all": [...]} for UCI files, {"train": [...], "test": [...]} for aclImdb."""
-        path = self.path
         if path is None:
             path = str(self._download())
         if not isinstance(path, (str, os.PathLike)):  # a list of files
@@ -304,13 +279,11 @@ class SentimentData(TaskDataModule):
         )
 
     # Splits ------------------------------------------------------------------------------------
-    def tokens(self, text: str) -> list[str]:
-        return tokenize(text, self.lowercase)[-self.max_length :]
-
     def _dataset(self, examples: Sequence[Example], source: str) -> TensorBatchDataset:
         rows, labels = [], []
+        codec = self.codec
         for text, label in examples:
-            ids = self.vocab.encode(self.tokens(text))
+            ids = codec.vocab.encode(codec.tokens(text))
             if ids:
                 rows.append(torch.tensor(ids))
                 labels.append(label)
@@ -324,7 +297,7 @@ class SentimentData(TaskDataModule):
         )
 
     def build_splits(self) -> None:
-        sources = self.read_sources()
+        sources = self.read_sources(self.path)
         generator = torch.Generator().manual_seed(self.seed)
         if "all" in sources:
             fractions = {"test": self.test_fraction, "val": self.val_fraction}
@@ -342,45 +315,23 @@ class SentimentData(TaskDataModule):
                     f"the {split} split of data.path={self.path} is empty: too few sentences "
                     "for data.val_fraction/data.test_fraction"
                 )
-        self.vocab = Vocab.build(
-            (self.tokens(text) for text, _ in parts["train"]),
-            max_size=self.max_features,
-            min_count=self.min_count,
-            specials=(PAD, UNK),
-        )
+        if self.codec is None:
+            self.codec = SentimentCodec.fit(
+                self.tokenizer,
+                (text for text, _ in parts["train"]),
+                keep_last_tokens=self.max_length,
+                max_features=self.max_features,
+                min_count=self.min_count,
+            )
         for split in SPLITS:
             setattr(self, f"{split}_set", self._dataset(parts[split], f"the {split} split"))
             self.samples[split] = parts[split][:64]
 
-    # Predict interface -------------------------------------------------------------------------
-    def encode_input(self, text: str) -> dict[str, Tensor]:
-        tokens = self.tokens(text)
-        if not tokens:
-            raise InputError("empty sentence: type some words, e.g. the food was great")
-        ids = self.vocab.encode(tokens)
-        return {"inputs": torch.tensor(ids), "lengths": torch.tensor(len(ids))}
-
-    def collate(self, examples: list[dict[str, Tensor]]) -> dict[str, Tensor]:
-        batch = pad_collate(examples, pad_id=self.vocab.pad_id)
-        # decode_output only sees the model's probabilities; remember which inputs had no known
-        # word so the answer can say so (predict_texts decodes each batch right after collating).
-        inputs = batch["inputs"]
-        self._known_words = ((inputs != self.vocab.pad_id) & (inputs != self.vocab.unk_id)).sum(1)
-        return batch
-
-    def decode_output(self, output: dict[str, Tensor]) -> list[str]:
-        probs, classes = output["probs"].max(-1)
-        known, self._known_words = self._known_words, None
-        if known is None or len(known) != len(classes):
-            known = torch.ones_like(classes)
-        return [
-            f"{LABELS[c]} (p={p:.2f}{'' if k else '; no known words'})"
-            for p, c, k in zip(probs.tolist(), classes.tolist(), known.tolist())
-        ]
-
+    # Samples and a user's test set ------------------------------------------------------------
     def sample_pairs(self, split: str, count: int) -> list[tuple[str, str]]:
         return [(text, LABELS[label]) for text, label in self.samples.get(split, [])[:count]]
 
-    def read_test_file(self, path: Path) -> TensorBatchDataset:
-        """A UCI-format file (`sentence<TAB>label` lines, optional header)."""
-        return self._dataset(read_uci([path]), str(path))
+    def read_test_set(self, path: str | Sequence[str]) -> TensorBatchDataset:
+        """Every example of `path` (UCI files or folders, an aclImdb folder: both halves)."""
+        examples = [example for part in self.read_sources(path).values() for example in part]
+        return self._dataset(examples, f"data.path={path}")

@@ -6,11 +6,15 @@ import copy
 from abc import abstractmethod
 from collections.abc import Callable, Mapping
 from functools import partial
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
 from torch import Tensor, nn
 from torchmetrics import Metric
+
+from rnnlab.checkpoints import CODEC_KEY
+from rnnlab.codecs.base import Codec
 
 STAGES = ("val", "test")
 
@@ -19,7 +23,8 @@ class TaskModule(pl.LightningModule):
     """Wraps a plain nn.Module (`net`); subclasses say how a batch becomes a loss and predictions.
 
     `metrics` are torchmetrics instances from the task config; each evaluation stage gets its
-    own copy, logged as `val/<name>` and `test/<name>`.
+    own copy, logged as `val/<name>` and `test/<name>`. `codec` is the task's strings <-> tensors
+    (`rnnlab.codecs`): it travels with the model, into every checkpoint (`CODEC_KEY`).
     """
 
     def __init__(
@@ -28,15 +33,24 @@ class TaskModule(pl.LightningModule):
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
         metrics: Mapping[str, Metric] | None = None,
+        codec: Codec | None = None,
     ):
         super().__init__()
         self.net = net
+        self.codec = codec
         self.optimizer_factory = optimizer or partial(torch.optim.Adam, lr=1e-3)
         self.scheduler_factory = scheduler
         metrics = dict(metrics or {})
         self.metrics = nn.ModuleDict(
             {stage: nn.ModuleDict(copy.deepcopy(metrics)) for stage in STAGES}
         )
+        self._carried: dict[str, Any] = {}
+
+    @property
+    def carried(self) -> dict[str, Any]:
+        """State the task carries from batch to batch, by slot ("train", "eval"): a stateful
+        language model's hidden state; empty for most tasks. Callers may save and restore it."""
+        return self._carried
 
     @abstractmethod
     def model_step(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -48,7 +62,11 @@ class TaskModule(pl.LightningModule):
 
     @abstractmethod
     def predict_batch(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Predictions for a batch of encoded inputs (what the datamodule decodes to strings)."""
+        """Predictions for a batch of encoded inputs (what the codec decodes to strings)."""
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.codec is not None:
+            checkpoint[CODEC_KEY] = self.codec.state_dict()
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         loss = self.model_step(batch)["loss"]
