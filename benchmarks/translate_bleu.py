@@ -111,7 +111,7 @@ def main() -> None:
     with open_dict(cfg):
         cfg.test = False
 
-    from rnnlab.builder import build_datamodule
+    from rnnlab.builder import build_datamodule, build_evaluation_trainer
     from rnnlab.inference import load_checkpoint
 
     saver = SaveAtMinutes(args.minutes, Path(output) / "checkpoints", args.clock)
@@ -119,9 +119,7 @@ def main() -> None:
     trainer = objects["trainer"]
     epochs = trainer.global_step / max(1, trainer.num_training_batches)
     print(f"trained {trainer.global_step} batches ({epochs:.2f} epochs); output in {output}")
-    tester = pl.Trainer(
-        accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False
-    )
+    tester = build_evaluation_trainer("cpu")
     for mark, path in sorted(saver.saved.items()):
         cfg, codec, module = load_checkpoint(path)
         datamodule = build_datamodule(cfg, codec)

@@ -1,4 +1,5 @@
-"""The one place config becomes objects: codec -> datamodule -> net -> LightningModule.
+"""The one place config becomes objects: codec -> datamodule -> net -> LightningModule, and
+every Trainer.
 
 Training, evaluation and checkpoint loading share it, so a checkpoint is rebuilt exactly as it
 was trained. A checkpoint's codec is restored by the class its datamodule names
@@ -8,9 +9,10 @@ was trained. A checkpoint's codec is restored by the class its datamodule names
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+import lightning.pytorch as pl
 from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -101,3 +103,25 @@ def restore_codec(cfg: DictConfig, checkpoint: Mapping[str, Any]) -> Codec:
             f"its codec state (vocabularies, settings) cannot be read ({type(error).__name__}: "
             f"{str(error)[:80]}): pass a .ckpt that `python -m rnnlab` wrote"
         ) from None
+
+
+def build_trainer(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> pl.Trainer:
+    """The training Trainer: the config's callbacks (switched-off ones left out) and `callbacks`,
+    the config's loggers."""
+    built = [instantiate_node(cfg.callbacks, key) for key in (cfg.get("callbacks") or {})]
+    built = [callback for callback in built if callback is not None]
+    loggers = [instantiate_node(cfg.logger, key) for key in (cfg.get("logger") or {})]
+    loggers = [logger for logger in loggers if logger is not None]
+    return instantiate_node(cfg, "trainer", callbacks=[*built, *callbacks], logger=loggers or False)
+
+
+def build_evaluation_trainer(accelerator: str = "auto") -> pl.Trainer:
+    """A quiet one-device Trainer that tests a model: no logger, checkpoints or progress bar."""
+    return pl.Trainer(
+        accelerator=accelerator,
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )

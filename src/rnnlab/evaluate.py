@@ -10,7 +10,6 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-import lightning.pytorch as pl
 from omegaconf import OmegaConf
 
 from rnnlab.errors import RnnlabError
@@ -31,7 +30,7 @@ def evaluate(
     """Test metrics of the checkpoint on its own test split, or on all of `data_path`.
 
     `trust`: build whatever classes its stored config names (see `rnnlab.trust`)."""
-    from rnnlab.builder import build_datamodule
+    from rnnlab.builder import build_datamodule, build_evaluation_trainer
     from rnnlab.inference import load_checkpoint
 
     cfg, codec, module = load_checkpoint(ckpt_path, trust=trust)
@@ -40,14 +39,7 @@ def evaluate(
         datamodule.eval_batch_size = batch_size
     if data_path is not None:
         datamodule.use_as_test_set(data_path)
-    trainer = pl.Trainer(
-        accelerator=accelerator,
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = build_evaluation_trainer(accelerator)
     results = trainer.test(module, datamodule=datamodule, verbose=False)
     return {key: float(value) for key, value in results[0].items()}
 

@@ -25,7 +25,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
-from rnnlab.builder import build, instantiate_node, restore_codec
+from rnnlab.builder import build, build_trainer, restore_codec
 from rnnlab.checkpoints import CONFIG_KEY, RunStateInCheckpoint, check_resumable, read_checkpoint
 from rnnlab.codecs.base import Codec
 from rnnlab.config_checks import check_config, flat_items
@@ -152,15 +152,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule, module = build(cfg, codec)
     config = OmegaConf.to_container(cfg, resolve=True)
-    callbacks = [instantiate_node(cfg.callbacks, key) for key in (cfg.get("callbacks") or {})]
-    callbacks = [callback for callback in callbacks if callback is not None]
-    callbacks.append(RunStateInCheckpoint(config))
-    callbacks.extend(trial_callbacks(cfg))
-    loggers = [instantiate_node(cfg.logger, key) for key in (cfg.get("logger") or {})]
-    loggers = [logger for logger in loggers if logger is not None]
-    trainer: pl.Trainer = instantiate_node(
-        cfg, "trainer", callbacks=callbacks, logger=loggers or False
-    )
+    trainer = build_trainer(cfg, [RunStateInCheckpoint(config), *trial_callbacks(cfg)])
 
     if cfg.get("train", True) and ckpt_path is None:
         tune(cfg.get("tune") or {}, trainer, module, datamodule)
