@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnlab.errors import InputError
-from rnnlab.models.language_model import detach_state, map_state
+from rnnlab.models.language_model import detach_state
+from rnnlab.models.rnn import map_state
 from rnnlab.tasks.base import TaskModule
 
 GENERATION_DEFAULTS: dict[str, Any] = {

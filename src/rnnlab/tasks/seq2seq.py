@@ -148,14 +148,6 @@ class Seq2SeqTask(TaskModule):
         )
         self.decoding = decoding
 
-    @property
-    def beam_size(self) -> int:
-        return self.decoding["beam_size"]
-
-    @property
-    def length_penalty(self) -> float:
-        return self.decoding["length_penalty"]
-
     def model_step(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """Training: the loss only. Evaluation: the exact loss and the logits (B, T, V)."""
         tgt = batch["tgt_tokens"]
