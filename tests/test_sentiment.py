@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import logging
 import tarfile
 import zipfile
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import SHARED_DATA, compose_config, serve, train_run
+from hydra.utils import instantiate
 
 from rnnlab import predict
 from rnnlab.builder import build
@@ -159,14 +161,22 @@ def test_vocabulary_comes_from_the_training_split_only(tmp_path):
     assert len(capped.codec.vocab) == 20 and capped.model_kwargs()["vocab_size"] == 20
 
 
-def test_long_texts_keep_their_last_tokens_and_batches_are_trimmed(tmp_path):
+def test_long_texts_keep_their_last_tokens_and_batches_are_trimmed(tmp_path, caplog):
     lines = synthetic_lines()[:40] + ["boring " * 300 + "but great in the end.\t1"]
-    datamodule = setup(path=str(write_uci(tmp_path / "l_labelled.txt", lines)), max_length=8)
+    path = str(write_uci(tmp_path / "l_labelled.txt", lines))
+    datamodule = setup(path=path, keep_last_tokens=8)
     assert int(datamodule.train_set.tensors["lengths"].max()) <= 8
     tokens = datamodule.codec.tokens("boring " * 300 + "but great in the end.")
     assert tokens == ["boring", "boring", "but", "great", "in", "the", "end", "."]
     batch = datamodule.train_set.__getitems__([0, 1])
     assert batch["inputs"].shape[1] == int(batch["lengths"].max())
+    # The old name still works for one release, and says so.
+    cfg = compose_config("task=sentiment", f"data.path={path}", "data.max_length=8")
+    with caplog.at_level(logging.WARNING):
+        assert instantiate(cfg.data).keep_last_tokens == 8
+    assert (
+        "data.max_length is deprecated" in caplog.text and "data.keep_last_tokens=8" in caplog.text
+    )
 
 
 # Configs, learning, checkpoints, predict ---------------------------------------------------------

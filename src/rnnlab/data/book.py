@@ -3,9 +3,9 @@
 The text of every book (Gutenberg boilerplate stripped) becomes ONE int32 tensor of token ids:
 War and Peace is 3.2M chars -> 12.8 MB, or 683k word tokens -> 2.7 MB (benchmarks/book_lm.py),
 never one-hot (as float32 that would be 1.3 GB and 47 GB). The stream is split contiguously
-90/5/5 into train/val/test, so no token is in two splits. Batches are windows over a split:
-`seq_len` tokens in, the same window shifted by one token as targets, so every position is
-predicted.
+90/5/5 into train/val/test (`stream_split`), so no token is in two splits. Batches are windows
+over a split: `seq_len` tokens in, the same window shifted by one token as targets, so every
+position is predicted.
 
 Two ways to cut batches:
 - windows (default): non-overlapping windows of the split, shuffled each epoch, each read from
@@ -44,6 +44,7 @@ from rnnlab.data.base import TaskDataModule
 from rnnlab.data.batching import InOrder, ResumableLoader
 from rnnlab.data.download import DownloadError, download
 from rnnlab.data.readers import CorpusError, read_lines, strip_gutenberg
+from rnnlab.data.splits import check_fractions, stream_split
 from rnnlab.data.text import PARAGRAPH
 from rnnlab.data.vocab import Vocab
 from rnnlab.errors import ConfigError, DataError, require, require_one_of, require_positive
@@ -174,11 +175,7 @@ class BookData(TaskDataModule):
             "data.max_vocab",
             f"must be null or more than {len(SPECIALS)} (the specials {SPECIALS}), got {max_vocab}",
         )
-        require(
-            val_fraction > 0 and test_fraction > 0 and val_fraction + test_fraction < 0.5,
-            "data.val_fraction/test_fraction",
-            f"must be positive and sum to less than 0.5, got {val_fraction} and {test_fraction}",
-        )
+        check_fractions(val_fraction, test_fraction)
         require_positive(max_tokens, "data.max_tokens", null=True)
         require_positive(sample_length, "data.sample_length")
         if path is None:
@@ -256,7 +253,7 @@ class BookData(TaskDataModule):
         codec is fitted on the training part unless one was given."""
         if self.level == "char":
             codes = char_codes(text[: self.max_tokens] if self.max_tokens else text)
-            train_end, val_end = self._split_points(len(codes))
+            train_end, val_end = stream_split(len(codes), *self.fractions)
             if self.codec is None:
                 vocab = char_vocab(
                     codes[:train_end], max_vocab=self.max_vocab, min_count=self.min_count
@@ -264,7 +261,7 @@ class BookData(TaskDataModule):
                 self.codec = BookCodec(self.tokenizer, vocab)
             return self.codec.encode_chars(codes), train_end, val_end
         tokens = self.tokenizer(text)[: self.max_tokens]
-        train_end, val_end = self._split_points(len(tokens))
+        train_end, val_end = stream_split(len(tokens), *self.fractions)
         if self.codec is None:
             vocab = Vocab.build(
                 [tokens[:train_end]],
@@ -274,10 +271,6 @@ class BookData(TaskDataModule):
             )
             self.codec = BookCodec(self.tokenizer, vocab)
         return torch.tensor(self.codec.vocab.encode(tokens), dtype=torch.int32), train_end, val_end
-
-    def _split_points(self, total: int) -> tuple[int, int]:
-        val, test = (max(2, int(total * fraction)) for fraction in self.fractions)
-        return total - val - test, total - test
 
     def build_splits(self) -> None:
         if self.codec is not None and self.codec.level != self.level:

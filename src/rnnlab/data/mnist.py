@@ -6,7 +6,7 @@ batch is scaled to [0, 1] and laid out as a sequence (`data.layout`: rows, colum
 
 `data.path` is a folder of IDX files (gzipped or raw). With the train pair in it, train/val come
 from train and test is t10k; with only one pair (the shared folder has only t10k) that pair is
-split by seed into train/val/test. Without `data.path` the four files are downloaded into
+split by seed into train/val/test (`split_by_group`, each image its own group). Without `data.path` the four files are downloaded into
 `<cache_dir>/mnist` (or `fashion_mnist`) and checked against their published MD5s and pinned
 SHA-256s. Predicting reads image files (`rnnlab.codecs.mnist.ImageCodec`).
 """
@@ -29,8 +29,10 @@ from rnnlab.data.base import TaskDataModule
 from rnnlab.data.batching import TensorBatchDataset
 from rnnlab.data.download import DownloadError, check_gzip, download
 from rnnlab.data.readers import CorpusError, read_idx
+from rnnlab.data.splits import check_fractions, split_by_group
 from rnnlab.errors import DataError, require, require_one_of
 
+SPLITS = ("train", "val", "test")
 # IDX file stems of each part; a file may carry a .gz suffix or none.
 PARTS = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -158,12 +160,7 @@ class MnistRowsData(TaskDataModule):
             "data.train_size",
             f"must be a positive integer or null (all), got {train_size}",
         )
-        require(0 < val_fraction < 1, "data.val_fraction", f"must be in (0, 1), got {val_fraction}")
-        require(
-            0 <= test_fraction < 1 and val_fraction + test_fraction < 1,
-            "data.test_fraction",
-            f"must be in [0, 1) with val_fraction + test_fraction < 1, got {test_fraction}",
-        )
+        check_fractions(val_fraction, test_fraction)
         self.path = path
         self.variant_name = variant
         self.variant = VARIANTS[variant]
@@ -222,40 +219,22 @@ class MnistRowsData(TaskDataModule):
     def build_splits(self) -> None:
         folder = self._folder(self.path)
         train_part, test_part = find_part(folder, "train"), find_part(folder, "t10k")
-        generator = torch.Generator().manual_seed(self.seed)
-        if train_part and test_part:
-            images, labels = self._read(train_part)
-            test_images, test_labels = self._read(test_part)
-            order = torch.randperm(len(images), generator=generator)
-            num_val = round(len(images) * self.val_fraction)
-            splits = {
-                "val": (images, labels, order[:num_val].sort().values),
-                "train": (images, labels, order[num_val:]),
-                "test": (test_images, test_labels, torch.arange(len(test_images))),
-            }
-        elif train_part or test_part:
-            images, labels = self._read(train_part or test_part)
-            order = torch.randperm(len(images), generator=generator)
-            num_test = round(len(images) * self.test_fraction)
-            num_val = round(len(images) * self.val_fraction)
-            splits = {
-                "test": (images, labels, order[:num_test].sort().values),
-                "val": (images, labels, order[num_test : num_test + num_val].sort().values),
-                "train": (images, labels, order[num_test + num_val :]),
-            }
-        else:
+        if not (train_part or test_part):
             names = ", ".join(f"{stem}[.gz]" for stems in PARTS.values() for stem in stems)
             raise DataError(f"{folder} holds no MNIST IDX files: expected {names}")
-        for split, (split_images, split_labels, index) in splits.items():
-            if split == "train" and self.train_size is not None:
-                index = index[: self.train_size]
-            if len(index) == 0:
-                raise DataError(
-                    f"the {split} split of {folder} is empty: too few images for "
-                    "data.val_fraction/data.test_fraction"
-                )
-            dataset = ImageBatches(split_images[index], split_labels[index].long(), self.layout)
+        # With both parts, t10k is the test set; one part alone is split three ways.
+        images, labels = self._read(train_part or test_part)
+        test_share = 0 if train_part and test_part else self.test_fraction
+        splits = split_by_group(range(len(images)), self.val_fraction, test_share, self.seed)
+        index = {name: [i for i, split in enumerate(splits) if split == name] for name in SPLITS}
+        if self.train_size is not None:
+            index["train"] = index["train"][: self.train_size]
+        for split, rows in index.items():
+            dataset = ImageBatches(images[rows], labels[rows].long(), self.layout)
             setattr(self, f"{split}_set", dataset)
+        if train_part and test_part:
+            test_images, test_labels = self._read(test_part)
+            self.test_set = ImageBatches(test_images, test_labels.long(), self.layout)
         if self.codec is None:
             shape = tuple(self.train_set.tensors["images"].shape[1:])
             self.codec = ImageCodec(self.variant_name, self.layout, shape)

@@ -12,7 +12,8 @@ Without `data.path` the archive is downloaded into `cache_dir` and extracted the
 not leave the target folder). Splits are drawn by seed over *groups* of identical sentences
 (compared case-insensitively), so a sentence never appears in two splits. The vocabulary is
 built from the training split only and kept by the codec (`rnnlab.codecs.sentiment`), which
-also cuts texts longer than `max_length` tokens to their last `max_length` tokens.
+also cuts texts longer than `keep_last_tokens` tokens to their last `keep_last_tokens` tokens
+(`max_length`, the old name, still works for one release, with a deprecation message).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from rnnlab.data.base import TaskDataModule
 from rnnlab.data.batching import TensorBatchDataset
 from rnnlab.data.download import DownloadError, check_gzip, check_zip, download, move_aside
 from rnnlab.data.readers import CorpusError, read_labelled_sentences
+from rnnlab.data.splits import check_fractions, split_by_group
 from rnnlab.data.text import Tokenizer
 from rnnlab.errors import DataError, require, require_one_of, require_positive
 
@@ -140,26 +142,14 @@ def _extract_safely(archive: Path, target: Path) -> None:
     os.replace(staging, target)
 
 
-# Splitting and encoding ------------------------------------------------------------------------
-def split_by_group(
-    examples: Sequence[Example], fractions: dict[str, float], generator: torch.Generator
+def split_groups(
+    examples: Sequence[Example], val: float, test: float, seed: int
 ) -> dict[str, list[Example]]:
-    """Assign whole groups of identical sentences to splits; `fractions` of the groups go to each
-    named split in order, the rest to "train"."""
-    groups: dict[str, list[int]] = {}
-    for index, (text, _) in enumerate(examples):
-        groups.setdefault(group_key(text), []).append(index)
-    keys = list(groups)
-    order = torch.randperm(len(keys), generator=generator).tolist()
-    parts: dict[str, list[Example]] = {name: [] for name in (*fractions, "train")}
-    start = 0
-    for name, fraction in fractions.items():
-        count = round(len(keys) * fraction)
-        for position in sorted(order[start : start + count]):
-            parts[name].extend(examples[i] for i in groups[keys[position]])
-        start += count
-    for position in sorted(order[start:]):
-        parts["train"].extend(examples[i] for i in groups[keys[position]])
+    """`split_by_group` over sentences equal up to case and spacing, examples kept in order."""
+    parts: dict[str, list[Example]] = {split: [] for split in SPLITS}
+    keys = [group_key(text) for text, _ in examples]
+    for example, split in zip(examples, split_by_group(keys, val, test, seed)):
+        parts[split].append(example)
     return parts
 
 
@@ -175,7 +165,8 @@ class SentimentData(TaskDataModule):
         max_features: int | None = 1024,
         min_count: int = 1,
         lowercase: bool = True,
-        max_length: int = 100,
+        keep_last_tokens: int = 100,
+        max_length: int | None = None,
         val_fraction: float = 0.1,
         test_fraction: float = 0.1,
         cache_dir: str = "data",
@@ -190,19 +181,21 @@ class SentimentData(TaskDataModule):
             f"must be > 2 (it counts <pad> and <unk>) or null, got {max_features}",
         )
         require(min_count >= 1, "data.min_count", f"must be >= 1, got {min_count}")
-        require_positive(max_length, "data.max_length")
-        require(0 < val_fraction < 1, "data.val_fraction", f"must be in (0, 1), got {val_fraction}")
-        require(
-            0 < test_fraction < 1 and val_fraction + test_fraction < 1,
-            "data.test_fraction",
-            f"must be in (0, 1) with val_fraction + test_fraction < 1, got {test_fraction}",
-        )
+        if max_length is not None:  # the name until #17: one meaning per option name
+            log.warning(
+                "data.max_length is deprecated for task=sentiment and goes in the next release: "
+                "use data.keep_last_tokens=%s (texts keep their last N tokens)",
+                max_length,
+            )
+            keep_last_tokens = max_length
+        require_positive(keep_last_tokens, "data.keep_last_tokens")
+        check_fractions(val_fraction, test_fraction)
         self.path = path
         self.format = format
         self.max_features = max_features
         self.min_count = min_count
         self.tokenizer = Tokenizer("review", lowercase=lowercase)
-        self.max_length = max_length
+        self.keep_last_tokens = keep_last_tokens
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction
         self.cache_dir = Path(cache_dir)
@@ -298,28 +291,22 @@ class SentimentData(TaskDataModule):
 
     def build_splits(self) -> None:
         sources = self.read_sources(self.path)
-        generator = torch.Generator().manual_seed(self.seed)
         if "all" in sources:
-            fractions = {"test": self.test_fraction, "val": self.val_fraction}
-            parts = split_by_group(sources["all"], fractions, generator)
+            parts = split_groups(sources["all"], self.val_fraction, self.test_fraction, self.seed)
         else:  # aclImdb: its own test half; val from its train half; no review in both
-            parts = split_by_group(sources["train"], {"val": self.val_fraction}, generator)
+            parts = split_groups(sources["train"], self.val_fraction, 0, self.seed)
             seen = {group_key(text) for text, _ in parts["train"] + parts["val"]}
             parts["test"] = [ex for ex in sources["test"] if group_key(ex[0]) not in seen]
             dropped = len(sources["test"]) - len(parts["test"])
             if dropped:
                 log.info("dropped %d aclImdb test reviews that also occur in train", dropped)
-        for split in SPLITS:
-            if not parts[split]:
-                raise DataError(
-                    f"the {split} split of data.path={self.path} is empty: too few sentences "
-                    "for data.val_fraction/data.test_fraction"
-                )
+        if not parts["test"]:
+            raise DataError(f"data.path={self.path}: every aclImdb test review occurs in train")
         if self.codec is None:
             self.codec = SentimentCodec.fit(
                 self.tokenizer,
                 (text for text, _ in parts["train"]),
-                keep_last_tokens=self.max_length,
+                keep_last_tokens=self.keep_last_tokens,
                 max_features=self.max_features,
                 min_count=self.min_count,
             )

@@ -10,33 +10,31 @@ Preprocessing: Unicode NFC, optional lowercasing, punctuation split into tokens 
 included), pairs longer than `max_length` tokens or with a length ratio above
 `max_length_ratio` dropped (with a warning that counts them), duplicate pairs removed.
 
-Splits are drawn over distinct *source sentences* with the seed, so a sentence and all its
+Splits are drawn over distinct *source sentences* (`split_by_group`): a sentence and all its
 translations sit in one split. Validation and test hold each source sentence once, with every
 translation the corpus gives as a BLEU reference (Tatoeba has many: `Go.` -> `Ve.`, `Vete.`, ...).
 
 Vocabularies come from the training split: word level by frequency (`<pad> <unk> <sos> <eos>`
 first, capped at `src_vocab_size`/`tgt_vocab_size`, `min_count`), or `tokenizer=bpe` subwords;
 the codec (`rnnlab.codecs.translate`) holds them and encodes every split. Training batches are
-length-bucketed (`BucketBatchSampler`) and trimmed to their longest sequence; the encoder packs
-them.
+length-bucketed (`BucketBatchSampler`) and trimmed to their longest sequence.
 """
 
 from __future__ import annotations
 
 import gc
 import logging
-import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-import torch
 from torch.utils.data import SequentialSampler
 
 from rnnlab.codecs.translate import TranslationCodec
 from rnnlab.data.base import TaskDataModule
 from rnnlab.data.batching import BucketBatchSampler, EpochShuffleSampler, TensorBatchDataset
 from rnnlab.data.download import DownloadError, check_zip, download
-from rnnlab.data.readers import CorpusError, read_moses_pairs, read_moses_zip, read_tsv_pairs
+from rnnlab.data.readers import CorpusError, read_pair_files
+from rnnlab.data.splits import check_fractions, split_by_group
 from rnnlab.data.subwords import BPEVocab
 from rnnlab.data.text import Tokenizer, detokenize
 from rnnlab.data.vocab import Vocab
@@ -74,6 +72,7 @@ BOOK_SENTENCES = (
 
 
 def _check_vocab_sizes(tokenizer: str, **sizes: int) -> None:
+    """ConfigError unless each size leaves room for the specials (and BPE's 256 bytes)."""
     for key, size in sizes.items():
         require(size > 4, f"data.{key}", f"must be more than the 4 specials, got {size}")
         require(
@@ -131,8 +130,7 @@ class TranslationData(TaskDataModule):
         require(ratio is None or ratio >= 1, "data.max_length_ratio", f"must be >= 1, got {ratio}")
         _check_vocab_sizes(tokenizer, src_vocab_size=src_vocab_size, tgt_vocab_size=tgt_vocab_size)
         require(min_count >= 1, "data.min_count", f"must be >= 1, got {min_count}")
-        for key, fraction in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-            require(0 < fraction < 0.5, f"data.{key}", f"must be in (0, 0.5), got {fraction}")
+        check_fractions(val_fraction, test_fraction)
         self.corpus = corpus
         self.path = path
         self.url = url
@@ -164,16 +162,13 @@ class TranslationData(TaskDataModule):
             "[x.es, x.en] or an OPUS zip; or use data.corpus=tatoeba to download one",
         )
 
-    def _corpus_file(self) -> Path:
-        pair = "-".join(sorted((self.source_lang, self.target_lang)))
-        return self.data_dir / f"{self.corpus}.{pair}.txt.zip"
-
     def _download(self) -> Path:
-        dest = self._corpus_file()
         pair = "-".join(sorted((self.source_lang, self.target_lang)))
         url = self.url or OPUS_URLS[self.corpus].format(pair=pair)
         try:
-            return download(url, dest, validate=check_zip)
+            return download(
+                url, self.data_dir / f"{self.corpus}.{pair}.txt.zip", validate=check_zip
+            )
         except DownloadError as error:
             raise DataError(
                 f"{error} (data.corpus={self.corpus}). Or train on a file you have: "
@@ -213,26 +208,13 @@ class TranslationData(TaskDataModule):
         return files
 
     def read_pairs(self, files: Sequence[Path] | None = None) -> Iterator[tuple[str, str]]:
-        """(source, target) strings, streamed, at most `max_pairs`; the format is detected:
-        two files = Moses pair, a zip = OPUS Moses zip, else a TSV."""
-        files = list(files) if files is not None else self._files()
+        """(source, target) strings, streamed, at most `max_pairs`, of a TSV, a Moses pair or an
+        OPUS zip (`read_pair_files` tells them apart)."""
+        options = {"source_lang": self.source_lang, "target_lang": self.target_lang}
+        options.update(source_column=self.source_column, target_column=self.target_column)
         try:
-            if len(files) == 2:
-                yield from read_moses_pairs(files[0], files[1], limit=self.max_pairs)
-            elif zipfile.is_zipfile(files[0]):
-                yield from read_moses_zip(
-                    files[0],
-                    source_lang=self.source_lang,
-                    target_lang=self.target_lang,
-                    limit=self.max_pairs,
-                )
-            else:
-                yield from read_tsv_pairs(
-                    files[0],
-                    source_column=self.source_column,
-                    target_column=self.target_column,
-                    limit=self.max_pairs,
-                )
+            files = list(files) if files is not None else self._files()
+            yield from read_pair_files(files, **options, limit=self.max_pairs)
         except CorpusError as error:
             raise DataError(str(error)) from None
 
@@ -267,15 +249,9 @@ class TranslationData(TaskDataModule):
             kept.append((source, src, tgt))
         stats["kept"] = len(kept)
         self.stats = stats
-        for reason, count in stats.items():
-            if reason.startswith("data."):
-                log.warning(
-                    "dropped %d of %d pairs outside %s=%s",
-                    count,
-                    stats["read"],
-                    reason,
-                    getattr(self, reason.removeprefix("data.")),
-                )
+        for reason in (key for key in stats if key.startswith("data.")):
+            count, total, limit = stats[reason], stats["read"], getattr(self, reason[5:])
+            log.warning("dropped %d of %d pairs outside %s=%s", count, total, reason, limit)
         if stats["empty"]:
             log.info("skipped %d pairs with an empty side", stats["empty"])
         if stats["duplicates"]:
@@ -283,24 +259,6 @@ class TranslationData(TaskDataModule):
         return kept
 
     # Splits ----------------------------------------------------------------------------------
-    def _split_sources(self, sources: list[tuple[str, ...]]) -> dict[tuple[str, ...], str]:
-        """Each distinct source sentence -> its split, drawn with the seed."""
-        distinct = list(dict.fromkeys(sources))
-        order = torch.randperm(len(distinct), generator=torch.Generator().manual_seed(self.seed))
-        n_test = max(1, round(self.test_fraction * len(distinct)))
-        n_val = max(1, round(self.val_fraction * len(distinct)))
-        if len(distinct) < n_test + n_val + 1:
-            raise DataError(
-                f"only {len(distinct)} distinct source sentences after filtering "
-                f"({self.stats}); need at least 3: raise data.max_pairs or data.max_length"
-            )
-        split_of = {}
-        for rank, index in enumerate(order.tolist()):
-            split_of[distinct[index]] = (
-                "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
-            )
-        return split_of
-
     def build_splits(self) -> None:
         # Millions of small lists and tuples: the cyclic garbage collector would rescan them
         # all again and again (it doubles the time here) and there are no cycles to find.
@@ -319,10 +277,12 @@ class TranslationData(TaskDataModule):
                 f"no sentence pairs left in {self.path or self.corpus} after filtering "
                 f"({self.stats}): check data.path, data.max_length, data.source_column"
             )
-        split_of = self._split_sources([tuple(src) for _, src, _ in cleaned])
+        sources = [tuple(src) for _, src, _ in cleaned]
         by_split: dict[str, list[Pair]] = {split: [] for split in SPLITS}
-        for example in cleaned:
-            by_split[split_of[tuple(example[1])]].append(example)
+        for example, split in zip(
+            cleaned, split_by_group(sources, self.val_fraction, self.test_fraction, self.seed)
+        ):
+            by_split[split].append(example)
         train = by_split["train"]
         if self.codec is None:  # a checkpoint's codec wins
             self.codec = self._fit_codec(train)
