@@ -7,7 +7,6 @@ import functools
 import gzip
 import hashlib
 import io
-import math
 import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -171,13 +170,6 @@ def test_keras_preset_has_the_seed_model(t10k_folder, tmp_path):
     assert (net.rnn.num_layers, net.rnn.hidden_size, net.rnn.dropout) == (2, 128, 0.2)
     assert [type(layer).__name__ for layer in net.head] == ["Linear", "ReLU", "Dropout", "Linear"]
     assert net.head[0].out_features == 32
-
-
-def test_fast_dev_run(t10k_folder, tmp_path):
-    metrics, objects = train_run(
-        tmp_path, "task=mnist_rows", f"data.path={t10k_folder}", "debug=fast", "data.batch_size=16"
-    )
-    assert objects["trainer"].fast_dev_run and math.isfinite(metrics["test/loss"])
 
 
 # Prediction from image files ---------------------------------------------------------------------

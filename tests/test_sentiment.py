@@ -18,9 +18,7 @@ from rnnlab import predict
 from rnnlab.builder import build
 from rnnlab.data import sentiment
 from rnnlab.data.sentiment import SentimentData, group_key
-from rnnlab.data.text import Tokenizer
 from rnnlab.errors import ConfigError, DataError
-from rnnlab.inference import load_checkpoint
 
 SHARED_SENTIMENT = SHARED_DATA / "sentiment"
 needs_shared = pytest.mark.skipif(
@@ -69,21 +67,6 @@ def split_texts(datamodule: SentimentData, split: str) -> list[str]:
 
 
 # Reading -----------------------------------------------------------------------------------------
-def test_tokenizer_splits_punctuation_and_any_whitespace():
-    tokenize = Tokenizer("review", lowercase=True)
-    assert tokenize("Great food, didn't wait!") == ["great", "food", ",", "didn't", "wait", "!"]
-    assert tokenize("Not bad\u0085really good...") == [
-        "not",
-        "bad",
-        "really",
-        "good",
-        ".",
-        ".",
-        ".",
-    ]
-    assert Tokenizer("review")("Great") == ["Great"]
-
-
 def test_uci_files_with_header_and_u0085_are_read_whole(tmp_path):
     lines = synthetic_lines()[:60] + ["The plot\u0085 was a mess.  \t0", "Loved\u0085it.\t1"]
     first = write_uci(tmp_path / "a_labelled.txt", lines[:31])
@@ -187,16 +170,6 @@ def synthetic_file(tmp_path_factory) -> Path:
     )
 
 
-@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
-def test_task_composes_and_builds_with_every_cell(synthetic_file, cell):
-    cfg = compose_config("task=sentiment", f"cell={cell}", f"data.path={synthetic_file}")
-    assert (cfg.task_name, cfg.monitor, cfg.model.cell) == ("sentiment", "val/acc", cell)
-    datamodule, module = build(cfg)
-    assert type(module.net.rnn).__name__ == {"rnn": "RNN", "gru": "GRU", "lstm": "LSTM"}[cell]
-    assert module.net.embed.num_embeddings == len(datamodule.codec.vocab)
-    assert set(module.metrics["val"]) == {"acc", "f1"}
-
-
 def test_keras_preset_has_the_seed_model(synthetic_file):
     cfg = compose_config("experiment=keras_sentiment", f"data.path={synthetic_file}")
     assert (cfg.data.max_features, cfg.data.batch_size, cfg.trainer.max_epochs) == (1024, 16, 10)
@@ -224,12 +197,6 @@ def synthetic_run(synthetic_file, tmp_path_factory):
 def test_learns_clear_synthetic_sentiment(synthetic_run):
     metrics, _, _ = synthetic_run
     assert metrics["test/acc"] >= 0.95 and metrics["test/f1"] >= 0.95, metrics
-
-
-def test_vocabulary_round_trips_through_a_checkpoint(synthetic_run):
-    _, objects, ckpt = synthetic_run
-    _, codec, _ = load_checkpoint(ckpt)  # nothing is read
-    assert codec == objects["datamodule"].codec
 
 
 def test_predict_sentences_from_a_checkpoint(synthetic_run, capsys):

@@ -82,6 +82,6 @@ class SentimentCodec(Codec):
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> SentimentCodec:
-        # Checkpoints written before codecs carry the setting as the data config's max_length.
-        keep = state["keep_last_tokens"] if "keep_last_tokens" in state else state["max_length"]
+        # States written before codecs carry it as the data config's max_length (its old name).
+        keep = state.get("max_length") or state["keep_last_tokens"]
         return cls(stored_tokenizer(state, scheme="review"), Vocab.from_dict(state["vocab"]), keep)
