@@ -122,7 +122,7 @@ def test_cleaning_unescapes_whitelists_and_filters_lengths(tmp_path):
     ]
     module = ChatData(path=str(alternating(tmp_path / "t.txt", pairs)))
     kept = module._clean(module.read_pairs())
-    assert [(src, tgt) for _, src, tgt in kept] == [
+    assert [(src, tgt) for _, src, tgt, _ in kept] == [
         (["tom", "jerry", "1"], ["cats", "3", "mice", "!", "!"])
     ]
     assert module.stats["data.min_answer_length"] == 1

@@ -60,14 +60,15 @@ def write_zip(path: Path, pairs=PAIRS) -> Path:
 
 def made_up_corpus(path: Path, count: int, seed: int = 0) -> Path:
     """A 'language' of 16 made-up words, each with its own made-up translation; sentences of 2-5
-    words. Learnable in seconds, and BLEU near 100 is possible."""
+    words, the targets written as sentences are (a capital, the full stop attached). Learnable
+    in seconds, and BLEU near 100 is possible."""
     rng = random.Random(seed)
     words = [a + b for a in ("ka", "lo", "mi", "tu") for b in ("zu", "bi", "go", "da")]
     lines = set()
     while len(lines) < count:
         sentence = [rng.choice(words) for _ in range(rng.randint(2, 5))]
         target = " ".join(word[::-1] + "x" for word in sentence)
-        lines.add(f"{target} .\t{' '.join(sentence)} .")
+        lines.add(f"{target.capitalize()}.\t{' '.join(sentence)} .")
     path.write_text("\n".join(sorted(lines)) + "\n", encoding="utf-8")
     return path
 
@@ -303,7 +304,7 @@ def test_beam_search_scores_at_least_greedy_and_repeat_decoder_refuses_beams():
 
 
 def test_unknown_words_are_replaced_by_the_most_attended_source_word(tmp_path):
-    module = data(write_tsv(tmp_path / "spa.txt", PAIRS * 2), min_count=1)
+    module = data(write_tsv(tmp_path / "spa.txt", PAIRS * 2), min_count=1, truecase=False)
     module.setup()
     codec = module.codec
     batch = codec.encode(["Estoy leyendo Quijote"])  # "quijote" is not in the vocabulary
@@ -400,29 +401,54 @@ def test_made_up_language_is_learned_to_high_bleu(made_up_run):
 
 
 @pytest.mark.slow
+def test_a_lowercase_model_writes_cased_text_and_bleu_sees_case(made_up_run, tmp_path):
+    """The corpus is cased; the model is lowercase; its truecaser gives the output its case, and
+    BLEU (against the references as written) drops when that case is taken away."""
+    from rnnlab.inference import load_checkpoint as load
+    from rnnlab.inference import predict_texts
+    from rnnlab.metrics import BLEU
+
+    metrics, run = made_up_run
+    corpus = made_up_corpus(tmp_path / "held_out.tsv", 60, seed=7)
+    pairs = [line.split("\t") for line in corpus.read_text(encoding="utf-8").splitlines()]
+    _, codec, module = load(run / "checkpoints" / "best.ckpt")
+    hypotheses = predict_texts(module, codec, [source for _, source in pairs])
+    assert sum(h[:1].isupper() and h.endswith(".") for h in hypotheses) >= 55, hypotheses[:5]
+    references = [[target] for target, _ in pairs]
+
+    def bleu(texts):
+        metric = BLEU()
+        metric.update(texts, references)
+        return float(metric.compute())
+
+    assert bleu(hypotheses) >= 80 and bleu([h.lower() for h in hypotheses]) < bleu(hypotheses) - 10
+    assert metrics["test/bleu_lc"] >= metrics["test/bleu"]
+
+
+@pytest.mark.slow
 def test_checkpoint_translates_and_draws_attention_maps(made_up_run, capsys, monkeypatch, caplog):
     _, run = made_up_run
     ckpt = run / "checkpoints" / "best.ckpt"  # the model the test metrics were measured on
     _, codec, module = load_checkpoint(ckpt)  # no data is read
     assert codec.word_level and codec.max_source_len is not None
     assert predict.main([f"ckpt_path={ckpt}", "text=kazu mibi lozu ."]) == 0
-    assert capsys.readouterr().out.strip() == "uzakx ibimx uzolx."
+    assert capsys.readouterr().out.strip() == "Uzakx ibimx uzolx."
     assert predict.main([f"ckpt_path={ckpt}", "text=kazu mibi lozu .", "beam_size=3"]) == 0
-    assert capsys.readouterr().out.strip() == "uzakx ibimx uzolx."
+    assert capsys.readouterr().out.strip() == "Uzakx ibimx uzolx."
 
     lines = ["tuda kago .", "", "qwerty asdf", "lozu " * 40]
     monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(lines) + "\n"))
     with caplog.at_level(logging.WARNING):
         assert predict.main([f"ckpt_path={ckpt}"]) == 1
     out = capsys.readouterr().out.split("\n")[:-1]
-    assert out[0] == "adutx ogakx." and len(out) == 4
+    assert out[0] == "Adutx ogakx." and len(out) == 4
     assert out[1].startswith("!error: empty sentence")
     assert out[2].startswith("!error: no word of 'qwerty asdf'")
-    assert out[3].startswith("uzolx") and "translating the first" in caplog.text
+    assert out[3].startswith("Uzolx") and "translating the first" in caplog.text
 
     monkeypatch.setattr("sys.stdin", io.StringIO("kazu .\n\nmibi .\n"))
     assert predict.main([f"ckpt_path={ckpt}", "interactive=true"]) == 0
-    assert capsys.readouterr().out.split("> ")[1:] == ["uzakx.\n", "", "ibimx.\n", ""]
+    assert capsys.readouterr().out.split("> ")[1:] == ["Uzakx.\n", "", "Ibimx.\n", ""]
     assert predict.main([f"ckpt_path={ckpt}", "text=kazu", "beam_size=0"]) == 2
     assert "beam_size" in capsys.readouterr().err
 
@@ -468,7 +494,7 @@ def test_sample_pairs_start_with_the_book_sentences(tmp_path):
     module.setup()
     pairs = module.sample_pairs("val", len(BOOK_SENTENCES) + 1)
     assert [text for text, _ in pairs[: len(BOOK_SENTENCES)]] == [s for s, _ in BOOK_SENTENCES]
-    assert pairs[0] == ("Como te llamas", "what's your name?")
+    assert pairs[0] == ("Como te llamas", "What's your name?")  # as people write it
     assert pairs[-1][0] in {text for text, _ in module.examples["val"]}
 
 

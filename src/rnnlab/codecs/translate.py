@@ -22,6 +22,7 @@ from torch import Tensor
 from rnnlab.codecs.base import Batch, Seq2SeqCodec, stored_tokenizer
 from rnnlab.data.subwords import BPEVocab, vocab_from_dict, vocab_labels, vocab_to_dict
 from rnnlab.data.text import Tokenizer, detokenize
+from rnnlab.data.truecase import Truecaser
 from rnnlab.data.vocab import Vocab
 from rnnlab.errors import InputError, quote
 
@@ -58,6 +59,7 @@ class TranslationCodec(Seq2SeqCodec):
     source_lang: str = "es"
     max_source_len: int | None = None
     max_target_len: int | None = None
+    truecaser: Truecaser | None = None  # a lowercase model's output, cased as people write
     _oov_words: list[str] = field(default_factory=list, init=False, repr=False, compare=False)
     _oov_index: dict[str, int] = field(default_factory=dict, init=False, repr=False, compare=False)
     _accent_free: dict[str, str] | None = field(default=None, init=False, repr=False, compare=False)
@@ -167,7 +169,7 @@ class TranslationCodec(Seq2SeqCodec):
 
     # Decoding --------------------------------------------------------------------------------
     def join(self, tokens: list[str]) -> str:
-        return detokenize(tokens)
+        return detokenize(self.truecaser.apply(tokens) if self.truecaser else tokens)
 
     def decode(self, batch: Batch, outputs: Mapping[str, Tensor]) -> list[str]:
         """Generated ids -> text. With `unk_replace` (word level), each `<unk>` becomes the source
@@ -188,7 +190,7 @@ class TranslationCodec(Seq2SeqCodec):
                     words.append(self.word_of(src_words[row][position]))
                 elif tgt.itos[index] not in tgt.specials:
                     words.append(tgt.itos[index])
-            texts.append(detokenize(words))
+            texts.append(self.join(words))
         return texts
 
     def source_labels(self, batch: Batch, row: int) -> list[str]:
@@ -219,6 +221,7 @@ class TranslationCodec(Seq2SeqCodec):
             "tokenization": self.tokenizer.state_dict(),
             "unk_replace": self.unk_replace,
             "source_lang": self.source_lang,
+            "truecaser": self.truecaser.state_dict() if self.truecaser else None,
         }
 
     @classmethod
@@ -231,6 +234,7 @@ class TranslationCodec(Seq2SeqCodec):
             source_lang=state["source_lang"],
             max_source_len=state["max_source_len"],
             max_target_len=state["max_target_len"],
+            truecaser=Truecaser.from_state(state["truecaser"]) if state.get("truecaser") else None,
         )
 
 

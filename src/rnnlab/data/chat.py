@@ -64,6 +64,7 @@ class ChatData(TranslationData):
     """(tweet, reply) pairs as `src_tokens`/`tgt_tokens` batches over one shared vocabulary."""
 
     codec_class = ChatCodec
+    original_references = False  # lowercase replies, scored against lowercased references
 
     def __init__(
         self,
@@ -108,6 +109,7 @@ class ChatData(TranslationData):
             test_fraction=test_fraction,
             bucket_batches=bucket_batches,
             unk_replace=False,
+            truecase=False,  # replies stay lowercase, as tweets are written
             **loader_options,
         )
         self.format = format
@@ -178,7 +180,7 @@ class ChatData(TranslationData):
 
     def _fit_codec(self, train: list[Pair]) -> ChatCodec:
         """One vocabulary over both sides of the training split."""
-        sides = [src for _, src, _ in train] + [tgt for _, _, tgt in train]
+        sides = [src for _, src, _, _ in train] + [tgt for _, _, tgt, _ in train]
         vocab = self._build_vocab(sides, self.src_vocab_size)
         return ChatCodec(self.tokenizer, vocab, vocab)
 

@@ -12,7 +12,12 @@ included), pairs longer than `max_length` tokens or with a length ratio above
 
 Splits are drawn over distinct *source sentences* (`split_by_group`): a sentence and all its
 translations sit in one split. Validation and test hold each source sentence once, with every
-translation the corpus gives as a BLEU reference (Tatoeba has many: `Go.` -> `Ve.`, `Vete.`, ...).
+translation the corpus gives as a BLEU reference (Tatoeba has many: `Go.` -> `Ve.`, `Vete.`, ...),
+as the corpus writes it (cased, untokenised): BLEU and chrF are sacreBLEU's standard scores.
+
+A lowercased model's output gets its case back from a truecaser learned from the training
+targets (`truecase`, on by default with `lowercase`; `rnnlab.data.truecase`), so predictions read
+"Who believes in God?" and are scored against the original references.
 
 Vocabularies come from the training split: word level by frequency (`<pad> <unk> <sos> <eos>`
 first, capped at `src_vocab_size`/`tgt_vocab_size`, `min_count`), or `tokenizer=bpe` subwords;
@@ -36,7 +41,8 @@ from rnnlab.data.download import DownloadError, check_zip, download
 from rnnlab.data.readers import CorpusError, read_pair_files
 from rnnlab.data.splits import check_fractions, split_by_group
 from rnnlab.data.subwords import BPEVocab
-from rnnlab.data.text import Tokenizer, detokenize
+from rnnlab.data.text import Tokenizer, detokenize, normalize
+from rnnlab.data.truecase import Truecaser
 from rnnlab.data.vocab import Vocab
 from rnnlab.errors import DataError, require, require_one_of, require_positive
 
@@ -51,7 +57,7 @@ OPUS_URLS = {
     "opensubtitles": "https://object.pouta.csc.fi/OPUS-OpenSubtitles/v2018/moses/{pair}.txt.zip",
 }
 SPLITS = ("train", "val", "test")
-Pair = tuple[str, list[str], list[str]]  # (source text, source tokens, target tokens)
+Pair = tuple[str, list[str], list[str], str]  # (source text, its tokens, target tokens, text)
 
 # The book's sample sentences (written as the book types them: no accents, no ¿ ?) with the
 # usual Tatoeba translation. `sample_pairs("val", n)` returns them first, so the samples
@@ -92,6 +98,7 @@ class TranslationData(TaskDataModule):
     """
 
     codec_class = TranslationCodec
+    original_references = True  # score against the corpus's sentences as written
 
     def __init__(
         self,
@@ -115,6 +122,7 @@ class TranslationData(TaskDataModule):
         test_fraction: float = 0.05,
         bucket_batches: int | None = 50,
         unk_replace: bool = True,
+        truecase: bool = True,
         **loader_options,
     ):
         super().__init__(**loader_options)
@@ -147,6 +155,7 @@ class TranslationData(TaskDataModule):
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
         self.bucket_batches = bucket_batches
         self.unk_replace = unk_replace
+        self.truecase = truecase and lowercase  # cased models need no truecaser
         self.stats: dict[str, int] = {}
         # Per split, in dataset order: (source text, reference strings) for val/test; for train
         # (source text, [target tokens]) (detokenised on demand: there are 100k of them).
@@ -246,7 +255,7 @@ class TranslationData(TaskDataModule):
                 stats["duplicates"] += 1
                 continue
             seen.add(key)
-            kept.append((source, src, tgt))
+            kept.append((source, src, tgt, target))
         stats["kept"] = len(kept)
         self.stats = stats
         for reason in (key for key in stats if key.startswith("data.")):
@@ -277,7 +286,7 @@ class TranslationData(TaskDataModule):
                 f"no sentence pairs left in {self.path or self.corpus} after filtering "
                 f"({self.stats}): check data.path, data.max_length, data.source_column"
             )
-        sources = [tuple(src) for _, src, _ in cleaned]
+        sources = [tuple(src) for _, src, _, _ in cleaned]
         by_split: dict[str, list[Pair]] = {split: [] for split in SPLITS}
         for example, split in zip(
             cleaned, split_by_group(sources, self.val_fraction, self.test_fraction, self.seed)
@@ -305,23 +314,25 @@ class TranslationData(TaskDataModule):
         )
 
     @staticmethod
-    def _group_by_source(pairs: list[Pair]) -> list[tuple[str, list[str], list[list[str]]]]:
+    def _group_by_source(pairs: list[Pair]) -> list[tuple[str, list[str], list[Pair]]]:
         """One example per source sentence with all its translations (first = training target)."""
-        grouped: dict[tuple[str, ...], tuple[str, list[str], list[list[str]]]] = {}
-        for text, src, tgt in pairs:
-            grouped.setdefault(tuple(src), (text, src, []))[2].append(tgt)
+        grouped: dict[tuple[str, ...], tuple[str, list[str], list[Pair]]] = {}
+        for pair in pairs:
+            grouped.setdefault(tuple(pair[1]), (pair[0], pair[1], []))[2].append(pair)
         return list(grouped.values())
 
     def _fit_codec(self, train: list[Pair]) -> TranslationCodec:
         """Vocabularies of the training split's two sides."""
-        src_vocab = self._build_vocab([src for _, src, _ in train], self.src_vocab_size)
-        tgt_vocab = self._build_vocab([tgt for _, _, tgt in train], self.tgt_vocab_size)
+        src_vocab = self._build_vocab([src for _, src, _, _ in train], self.src_vocab_size)
+        tgt_vocab = self._build_vocab([tgt for _, _, tgt, _ in train], self.tgt_vocab_size)
+        cased = Tokenizer("sentence")
         return self.codec_class(
             self.tokenizer,
             src_vocab,
             tgt_vocab,
             unk_replace=self.unk_replace,
             source_lang=self.source_lang,
+            truecaser=Truecaser.fit(cased(t) for *_, t in train) if self.truecase else None,
         )
 
     def _build_vocab(self, sequences: list[list[str]], size: int) -> Vocab | BPEVocab:
@@ -330,19 +341,24 @@ class TranslationData(TaskDataModule):
         return Vocab.build(sequences, max_size=size, min_count=self.min_count)
 
     def _dataset(self, examples: list, split: str) -> TensorBatchDataset:
-        """Encode examples into padded tensors: (text, src, tgt) for "train", else (text, src,
-        [tgt, ...]) with every reference (the first one is the target the loss sees)."""
+        """Encode examples into padded tensors: pairs for "train", else (text, src, [pair, ...])
+        with every translation as a reference (the first one is the target the loss sees)."""
         train = split == "train"
-        sources = [src for _, src, _ in examples]
-        targets = [tgt if train else tgt[0] for _, _, tgt in examples]
+        sources = [src for _, src, *_ in examples]
+        targets = [ex[2] if train else ex[2][0][2] for ex in examples]
         tensors = self.codec.encode_pairs(sources, targets)
         trim = {key: f"{key[:3]}_lengths" for key in tensors if key.endswith(("tokens", "words"))}
         if train:  # one target each; references are only needed for scoring
-            self.examples[split] = [(text, [tgt]) for text, _, tgt in examples]
+            self.examples[split] = [(text, [tgt]) for text, _, tgt, _ in examples]
             return TensorBatchDataset(tensors, trim=trim)
-        references = [[detokenize(t) for t in tgts] for _, _, tgts in examples]
+        references = [[self.reference(p[3], p[2]) for p in pairs] for *_, pairs in examples]
         self.examples[split] = [(text, refs) for (text, _, _), refs in zip(examples, references)]
         return TensorBatchDataset(tensors, trim=trim, lists={"references": references})
+
+    def reference(self, text: str, tokens: list[str]) -> str:
+        """What a hypothesis is scored against: the sentence as the corpus writes it (only
+        normalised: NFC, single spaces); with `original_references` off, its tokens joined."""
+        return normalize(text) if self.original_references else detokenize(tokens)
 
     # Batches ---------------------------------------------------------------------------------
     def batch_sampler(self, dataset: TensorBatchDataset, *, train: bool) -> BucketBatchSampler:
@@ -383,7 +399,8 @@ class TranslationData(TaskDataModule):
         pairs = []
         if split == "val":
             pairs = [
-                (source, detokenize(self.tokenizer(target))) for source, target in BOOK_SENTENCES
+                (source, self.reference(target, self.tokenizer(target)))
+                for source, target in BOOK_SENTENCES
             ]
         for text, refs in self.examples.get(split, [])[: max(0, count - len(pairs))]:
             pairs.append((text, refs[0] if isinstance(refs[0], str) else detokenize(refs[0])))
@@ -396,7 +413,7 @@ class TranslationData(TaskDataModule):
         for text, target in self.read_pairs(self._path_files(path)):
             src, tgt = self.tokenizer(text), self.tokenizer(target)
             if src and tgt:
-                pairs.append((text, src, tgt))
+                pairs.append((text, src, tgt, target))
         if not pairs:
             raise DataError(f"{path} has no sentence pairs (expected target<TAB>source lines)")
         return self._dataset(self._group_by_source(pairs), "test")
