@@ -11,6 +11,7 @@ process, one after the other (adaptive with module.label_smoothing=0: it has non
 
     python benchmarks/translate_bleu.py [key=value ...] --minutes 30 60 [--beam 5] [--data spa.txt]
         [--threads N] [--clock wall|process] [--output-layer full sampled adaptive]
+    python benchmarks/translate_bleu.py --score <run>/checkpoints/at-30min.ckpt [--beam 5]
 """
 
 from __future__ import annotations
@@ -60,7 +61,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--minutes", type=float, nargs="+", required=True)
+    parser.add_argument("--minutes", type=float, nargs="+")
+    parser.add_argument("--score", nargs="+", help="score these checkpoints only (no training)")
     parser.add_argument("--data", default=str(SPA_TXT))
     parser.add_argument("--beam", type=int, default=5)
     parser.add_argument("--output", default=None, help="run dir (default outputs/benchmarks/...)")
@@ -73,6 +75,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.score:
+        score({path: Path(path) for path in args.score}, args.beam)
+        return
+    if not args.minutes:
+        parser.error("give --minutes (train, then score) or --score <checkpoints>")
     if not Path(args.data).is_file():
         raise SystemExit(f"no corpus at {args.data}: pass --data <spa.txt>")
     output = args.output or str(
@@ -111,25 +118,32 @@ def main() -> None:
     with open_dict(cfg):
         cfg.test = False
 
-    from rnnlab.builder import build_datamodule, build_evaluation_trainer
-    from rnnlab.inference import load_checkpoint
-
     saver = SaveAtMinutes(args.minutes, Path(output) / "checkpoints", args.clock)
     _, objects = train_with_callbacks(cfg, saver)
     trainer = objects["trainer"]
     epochs = trainer.global_step / max(1, trainer.num_training_batches)
     print(f"trained {trainer.global_step} batches ({epochs:.2f} epochs); output in {output}")
+    score({f"after {mark:g} min": path for mark, path in sorted(saver.saved.items())}, args.beam)
+
+
+def score(checkpoints: dict[str, Path], beam_size: int) -> None:
+    """Test BLEU/chrF of each checkpoint, greedy and with beam search: one line each."""
+    from rnnlab.builder import build_datamodule, build_evaluation_trainer
+    from rnnlab.inference import load_checkpoint
+
     tester = build_evaluation_trainer("cpu")
-    for mark, path in sorted(saver.saved.items()):
+    for label, path in checkpoints.items():
         cfg, codec, module = load_checkpoint(path)
         datamodule = build_datamodule(cfg, codec)
-        line = f"after {mark:g} min (step {torch.load(path, weights_only=True)['global_step']}):"
-        for beam in sorted({1, args.beam}):
+        line = f"{label} (step {torch.load(path, weights_only=True)['global_step']}):"
+        for beam in sorted({1, beam_size}):
             module.configure_decoding(beam_size=beam)
             scores = tester.test(module, datamodule=datamodule, verbose=False)[0]
             line += (
                 f"  beam {beam}: test BLEU {scores['test/bleu']:.2f} chrF {scores['test/chrf']:.2f}"
             )
+            if "test/bleu_lc" in scores:
+                line += f" (lowercased BLEU {scores['test/bleu_lc']:.2f})"
         print(line, flush=True)
     print(f"sacreBLEU signature: {module.metrics['test']['bleu'].metric.get_signature()}")
 

@@ -295,6 +295,8 @@ class TranslationData(TaskDataModule):
         train = by_split["train"]
         if self.codec is None:  # a checkpoint's codec wins
             self.codec = self._fit_codec(train)
+        elif self.truecase and self.codec.truecaser is None:  # a checkpoint from before truecasing
+            self.codec.truecaser = self._fit_truecaser(train)
         self.train_set = self._dataset(train, "train")
         for split in ("val", "test"):
             grouped = self._group_by_source(by_split[split])
@@ -325,15 +327,20 @@ class TranslationData(TaskDataModule):
         """Vocabularies of the training split's two sides."""
         src_vocab = self._build_vocab([src for _, src, _, _ in train], self.src_vocab_size)
         tgt_vocab = self._build_vocab([tgt for _, _, tgt, _ in train], self.tgt_vocab_size)
-        cased = Tokenizer("sentence")
         return self.codec_class(
             self.tokenizer,
             src_vocab,
             tgt_vocab,
             unk_replace=self.unk_replace,
             source_lang=self.source_lang,
-            truecaser=Truecaser.fit(cased(t) for *_, t in train) if self.truecase else None,
+            truecaser=self._fit_truecaser(train) if self.truecase else None,
         )
+
+    @staticmethod
+    def _fit_truecaser(train: list[Pair]) -> Truecaser:
+        """Usual spellings of the training targets as written (tokenised, not lowercased)."""
+        cased = Tokenizer("sentence")
+        return Truecaser.fit(cased(target) for *_, target in train)
 
     def _build_vocab(self, sequences: list[list[str]], size: int) -> Vocab | BPEVocab:
         if self.tokenizer_kind == "bpe":
