@@ -130,11 +130,14 @@ def score(checkpoints: dict[str, Path], beam_size: int) -> None:
     """Test BLEU/chrF of each checkpoint, greedy and with beam search: one line each."""
     from rnnlab.builder import build_datamodule, build_evaluation_trainer
     from rnnlab.inference import load_checkpoint
+    from rnnlab.metrics import BLEU
 
     tester = build_evaluation_trainer("cpu")
     for label, path in checkpoints.items():
         cfg, codec, module = load_checkpoint(path)
         datamodule = build_datamodule(cfg, codec)
+        if "bleu_lc" not in module.metrics["test"]:  # a checkpoint from before bleu_lc
+            module.metrics["test"]["bleu_lc"] = BLEU(lowercase=True)
         line = f"{label} (step {torch.load(path, weights_only=True)['global_step']}):"
         for beam in sorted({1, beam_size}):
             module.configure_decoding(beam_size=beam)
