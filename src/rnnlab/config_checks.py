@@ -135,6 +135,9 @@ RULES: tuple[tuple[str, Rule], ...] = (
     ("model.cell", choice(*CELLS)),
     ("model.output_layer", choice(*OUTPUT_LAYERS)),
     ("model.num_sampled", integer(1)),
+    # module: fine-tuning by layer groups (rnnlab.tasks.fine_tuning)
+    ("module.freeze_epochs", integer(0)),
+    ("module.layer_lr_decay", number(0, 1, low_open=True)),
     # optimizer and scheduler: torch checks these only when training starts
     ("optimizer.lr", number(0, low_open=True)),
     ("optimizer.weight_decay", number(0)),

@@ -12,6 +12,8 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import Metric
 
+from rnnlab.tasks.fine_tuning import apply_freezing, layer_groups, scale_group_lrs
+
 STAGES = ("val", "test")
 
 
@@ -19,7 +21,8 @@ class TaskModule(pl.LightningModule):
     """Wraps a plain nn.Module (`net`); subclasses say how a batch becomes a loss and predictions.
 
     `metrics` are torchmetrics instances from the task config; each evaluation stage gets its
-    own copy, logged as `val/<name>` and `test/<name>`.
+    own copy, logged as `val/<name>` and `test/<name>`. `freeze_epochs` and `layer_lr_decay`
+    fine-tune a pretrained net by layer groups (`rnnlab.tasks.fine_tuning`).
     """
 
     def __init__(
@@ -28,9 +31,15 @@ class TaskModule(pl.LightningModule):
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
         metrics: Mapping[str, Metric] | None = None,
+        freeze_epochs: int = 0,
+        layer_lr_decay: float = 1.0,
     ):
         super().__init__()
         self.net = net
+        self.freeze_epochs = freeze_epochs
+        self.layer_lr_decay = layer_lr_decay
+        if freeze_epochs or layer_lr_decay != 1.0:
+            layer_groups(net)  # a net without layer groups fails here, before any data is read
         self.optimizer_factory = optimizer or partial(torch.optim.Adam, lr=1e-3)
         self.scheduler_factory = scheduler
         metrics = dict(metrics or {})
@@ -55,6 +64,11 @@ class TaskModule(pl.LightningModule):
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
         return loss
 
+    def on_train_batch_start(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        # Every batch, not every epoch start: Lightning skips that hook on a mid-epoch resume.
+        if self.freeze_epochs:
+            apply_freezing(layer_groups(self.net), self.current_epoch, self.freeze_epochs)
+
     def on_train_epoch_end(self) -> None:
         self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"])
 
@@ -77,7 +91,12 @@ class TaskModule(pl.LightningModule):
         return self.predict_batch(batch)
 
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(self.parameters())
+        if self.layer_lr_decay == 1.0:
+            optimizer = self.optimizer_factory(self.parameters())
+        else:  # one param group per layer group, top first
+            groups = reversed(layer_groups(self.net))
+            optimizer = self.optimizer_factory([{"params": group} for group in groups])
+            scale_group_lrs(optimizer, self.layer_lr_decay)
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer)
