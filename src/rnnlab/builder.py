@@ -13,10 +13,11 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from rnnlab.checkpoints import CONFIG_KEY, read_checkpoint
+from rnnlab.checkpoints import CONFIG_KEY, read_checkpoint, stored_data_state
 from rnnlab.data.base import TaskDataModule
 from rnnlab.errors import CheckpointError, RnnlabError
 from rnnlab.tasks.base import TaskModule
+from rnnlab.transfer import init_from_language_model
 
 
 def instantiate_node(cfg: DictConfig, key: str, **kwargs: Any) -> Any:
@@ -24,15 +25,16 @@ def instantiate_node(cfg: DictConfig, key: str, **kwargs: Any) -> Any:
 
     A missing or empty node (an empty group option such as `scheduler=none`) gives None, and
     so does a switchable node whose `enabled` is false (`callbacks.gradient_flow.enabled=true`
-    switches one on); `enabled` itself is not passed on."""
+    switches one on); `enabled` itself is not passed on, nor is `init_from`."""
     node = cfg.get(key)
     if not node:
         return None
-    if isinstance(node, DictConfig) and "enabled" in node:
-        if not node.enabled:
+    if isinstance(node, DictConfig) and ("enabled" in node or "init_from" in node):
+        if not node.get("enabled", True):
             return None
         node = OmegaConf.to_container(node, resolve=True)
-        del node["enabled"]
+        node.pop("enabled", None)
+        node.pop("init_from", None)  # model.init_from: read by `build`, not an argument
     try:
         return instantiate(node, **kwargs)
     except InstantiationException as error:
@@ -54,6 +56,11 @@ def build(cfg: DictConfig, data_state: dict | None = None) -> tuple[TaskDataModu
     else:
         datamodule.load_state_dict(data_state)
     net = instantiate_node(cfg, "model", **datamodule.model_kwargs())
+    init_from = cfg.model.get("init_from")
+    if init_from and data_state is None and cfg.get("ckpt_path") is None:
+        # #20 transfer hook: a fresh run starts from a language model's weights (a checkpoint
+        # being loaded or resumed has its own).
+        init_from_language_model(net, datamodule.vocab, init_from)
     module = instantiate_node(
         cfg,
         "module",
@@ -74,9 +81,7 @@ def load_checkpoint(
     """
     checkpoint = read_checkpoint(path, trust=trust)
     cfg = OmegaConf.create(checkpoint[CONFIG_KEY])
-    # Lightning keeps a datamodule's state under its class name.
-    data_state = checkpoint.get(str(cfg.data._target_).rsplit(".", 1)[-1], {})
-    datamodule, module = build(cfg, data_state)
+    datamodule, module = build(cfg, stored_data_state(checkpoint))
     try:
         module.load_state_dict(checkpoint["state_dict"])
     except RuntimeError as error:

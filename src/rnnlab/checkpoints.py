@@ -222,6 +222,13 @@ def read_checkpoint(path: str | os.PathLike, *, trust: bool = False) -> dict:
     return checkpoint
 
 
+def stored_data_state(checkpoint: dict) -> dict:
+    """The datamodule state (vocabularies) a checkpoint holds; Lightning keeps it under the
+    datamodule's class name."""
+    target = str(checkpoint[CONFIG_KEY]["data"]["_target_"])
+    return checkpoint.get(target.rsplit(".", 1)[-1], {})
+
+
 def check_resumable(stored: dict, current: dict, path: str | os.PathLike) -> None:
     """Refuse to resume a checkpoint of another task or with other model settings (the weights
     would not fit), naming the keys and both values."""
