@@ -182,6 +182,18 @@ def test_fine_tuning_keys_are_checked_before_anything_is_read():
             check_config(compose_config("task=sentiment", bad))
 
 
+def test_sentiment_transfer_needs_a_language_model_of_the_lm_presets_sizes():
+    with pytest.raises(ConfigError, match=r"^model\.init_from: module\.freeze_epochs=1 unfreezes"):
+        check_config(compose_config("experiment=sentiment_transfer"))
+    cfg = compose_config("experiment=sentiment_transfer", "model.init_from=lm.ckpt")
+    check_config(cfg)
+    lm = compose_config("experiment=lm_for_transfer")
+    check_config(lm)
+    assert (lm.data.level, lm.data.lowercase, cfg.data.lowercase) == ("word", True, True)
+    for key in ("cell", "embedding_dim", "hidden_size", "num_layers"):
+        assert cfg.model[key] == lm.model[key]
+
+
 # Fine-tuning by layer groups ---------------------------------------------------------------------
 def classifier(num_layers: int = 2) -> RNNClassifier:
     return RNNClassifier(2, vocab_size=10, embedding_dim=4, hidden_size=6, num_layers=num_layers)
