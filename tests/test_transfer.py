@@ -246,6 +246,7 @@ def test_frozen_groups_stay_frozen_across_a_mid_epoch_resume(toy, tmp_path):
         "module.freeze_epochs=1",
         "trainer.max_epochs=1",
         "callbacks.early_stopping=null",  # the first run stops before any validation
+        "callbacks.model_checkpoint=null",
         "test=false",
     )
     train_run(tmp_path, *run, "+trainer.max_steps=3", "callbacks.last_checkpoint.every_n_steps=3")
