@@ -23,6 +23,14 @@ QUIET = [
     "trainer.enable_progress_bar=false",
     "trainer.enable_model_summary=false",
 ]
+# A timed run that writes nothing: no logger, no checkpoint callbacks, no Lightning default one.
+NO_CHECKPOINTS = [
+    "logger=none",
+    "callbacks.model_checkpoint=null",
+    "callbacks.last_checkpoint=null",
+    "callbacks.early_stopping=null",
+    "+trainer.enable_checkpointing=false",
+]
 
 
 def compose_config(*overrides: str, output_dir: str) -> DictConfig:

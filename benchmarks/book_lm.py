@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import lightning.pytorch as pl
-from _common import QUIET, compose_config, here, in_fresh_process
+from _common import NO_CHECKPOINTS, QUIET, compose_config, here, in_fresh_process
 
 SHARED_BOOKS = here().parent.parent / "shared" / "data" / "books"
 WAR_AND_PEACE = SHARED_BOOKS / "pg2600_war_and_peace.txt"
@@ -73,15 +73,13 @@ class StepClock(pl.Callback):
 
 
 def measure_speed(path: str, setting: str, steps: int) -> dict:
-    from rnnlab.builder import build, instantiate_node
+    from rnnlab.builder import build, build_trainer
 
     cfg = compose_config(
         *QUIET,
         *SPEED_SETTINGS[setting],
         f"data.path={path}",
-        "logger=none",
-        "callbacks.model_checkpoint=null",
-        "callbacks.early_stopping=null",
+        *NO_CHECKPOINTS,
         "trainer.max_epochs=1",
         f"+trainer.limit_train_batches={steps}",
         "+trainer.limit_val_batches=0",
@@ -91,9 +89,7 @@ def measure_speed(path: str, setting: str, steps: int) -> dict:
     pl.seed_everything(cfg.seed, verbose=False)
     datamodule, module = build(cfg)
     clock = StepClock()
-    trainer = instantiate_node(
-        cfg, "trainer", callbacks=[clock], logger=False, enable_checkpointing=False
-    )
+    trainer = build_trainer(cfg, [clock])
     trainer.fit(module, datamodule=datamodule)
     seconds = clock.ends[-1] - clock.ends[0]
     tokens = sum(clock.tokens[1:])
@@ -125,16 +121,14 @@ class ValidationCurve(pl.Callback):
 
 
 def learning_curve(path: str, minutes: float, val_every: int) -> dict:
-    from rnnlab.builder import build, instantiate_node
+    from rnnlab.builder import build, build_trainer
 
     clock = round(minutes * 60)
     cfg = compose_config(
         *QUIET,
         "task=book",
         f"data.path={path}",
-        "logger=none",
-        "callbacks.model_checkpoint=null",
-        "callbacks.early_stopping=null",
+        *NO_CHECKPOINTS,
         "trainer.max_epochs=1000",
         "trainer.min_epochs=0",  # else Lightning ignores max_time until an epoch is done
         f"+trainer.max_time=00:{clock // 3600:02d}:{clock // 60 % 60:02d}:{clock % 60:02d}",
@@ -145,9 +139,7 @@ def learning_curve(path: str, minutes: float, val_every: int) -> dict:
     pl.seed_everything(cfg.seed, verbose=False)
     datamodule, module = build(cfg)
     curve = ValidationCurve()
-    trainer = instantiate_node(
-        cfg, "trainer", callbacks=[curve], logger=False, enable_checkpointing=False
-    )
+    trainer = build_trainer(cfg, [curve])
     trainer.fit(module, datamodule=datamodule)
     return {"points": curve.points, "batches_per_epoch": len(datamodule.train_dataloader())}
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from hydra import compose, initialize_config_module
-from hydra.utils import instantiate
+
+from rnnlab.builder import build_datamodule, instantiate_node
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SIZES = ("tiny", "small", "medium", "large")
@@ -22,8 +23,8 @@ def parameter_count(task: str, size: str) -> int:
     """Parameters of `task`'s net at `size`, built as training builds it (data sizes included)."""
     with initialize_config_module(config_module="rnnlab.configs", version_base="1.3"):
         cfg = compose("train", overrides=[f"task={task}", f"size={size}"])
-    datamodule = instantiate(cfg.data)
-    net = instantiate(cfg.model, **datamodule.model_kwargs())
+    datamodule = build_datamodule(cfg)
+    net = instantiate_node(cfg, "model", **datamodule.model_kwargs())
     return sum(p.numel() for p in net.parameters())
 
 

@@ -68,13 +68,10 @@ class LayerRun:
     """One layer's model and optimiser, and its own pass over the training batches."""
 
     def __init__(self, cfg, datamodule) -> None:
-        from rnnlab.builder import instantiate_node
+        from rnnlab.builder import build_module
 
         torch.manual_seed(cfg.seed)  # the same initial weights outside the output layer
-        net = instantiate_node(cfg, "model", **datamodule.model_kwargs())
-        self.module = instantiate_node(
-            cfg, "module", net=net, optimizer=instantiate_node(cfg, "optimizer")
-        ).train()
+        self.module = build_module(cfg, datamodule.codec).train()
         self.optimizer = self.module.configure_optimizers()  # no scheduler: the optimiser
         self.clip = cfg.trainer.gradient_clip_val
         self.batches = self._forever(datamodule)
@@ -95,7 +92,7 @@ class LayerRun:
 
 def worker(setting: str, data: str, order: list[str], rounds: int, batches: int) -> dict:
     """Read the data once, one `LayerRun` per layer, then the mirrored rounds."""
-    from rnnlab.builder import instantiate_node
+    from rnnlab.builder import build_datamodule
 
     configs = {
         layer: compose_config(
@@ -106,7 +103,7 @@ def worker(setting: str, data: str, order: list[str], rounds: int, batches: int)
         )
         for layer in dict.fromkeys(order)
     }
-    datamodule = instantiate_node(configs[order[0]], "data")  # the same data node in each
+    datamodule = build_datamodule(configs[order[0]])  # the same data node in each
     datamodule.prepare_data()
     datamodule.setup("fit")
     runs = {layer: LayerRun(cfg, datamodule) for layer, cfg in configs.items()}

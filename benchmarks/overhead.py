@@ -33,6 +33,8 @@ from _common import (
 )
 from hydra.utils import instantiate
 
+from rnnlab.builder import build
+
 BATCH_SIZES = (256, 1024)
 
 
@@ -63,9 +65,8 @@ def raw_epoch(batch_size: int, train_size: int) -> float:
     """The same data, model, optimiser and gradient clipping as a hand-written loop."""
     cfg = compose_config(*overrides(batch_size, train_size), output_dir=tempfile.mkdtemp())
     torch.manual_seed(cfg.seed)
-    datamodule = instantiate(cfg.data)
-    datamodule.setup()
-    net = instantiate(cfg.model, **datamodule.model_kwargs())
+    datamodule, module = build(cfg)
+    net = module.net
     optimizer = instantiate(cfg.optimizer)(net.parameters())
     loader = datamodule.train_dataloader()
     loader.sampler.set_epoch(0)

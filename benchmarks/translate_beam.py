@@ -33,7 +33,7 @@ SPA_TXT = here().parents[1] / "shared" / "data" / "translate" / "spa-eng" / "spa
 def trained_model(data: str, train_batches: int, output_layer: str):
     """The default translate model (no label smoothing) with `output_layer` after
     `train_batches` Adam steps (enough to emit <eos>)."""
-    from rnnlab.builder import instantiate_node
+    from rnnlab.builder import build, instantiate_node
 
     cfg = compose_config(
         *QUIET, "task=translate", "data.corpus=files", f"data.path={data}",
@@ -41,10 +41,9 @@ def trained_model(data: str, train_batches: int, output_layer: str):
         output_dir=tempfile.mkdtemp(),
     )  # fmt: skip
     torch.manual_seed(cfg.seed)
-    datamodule = instantiate_node(cfg, "data")
-    datamodule.setup()
-    net = instantiate_node(cfg, "model", **datamodule.model_kwargs())
-    module = instantiate_node(cfg, "module", net=net).train()
+    datamodule, module = build(cfg)
+    net = module.net
+    module.train()
     optimizer = instantiate_node(cfg, "optimizer")(net.parameters())
     start = time.perf_counter()
     for step, batch in enumerate(datamodule.train_dataloader()):
@@ -78,9 +77,11 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.ckpt:
-        from rnnlab.builder import load_checkpoint
+        from rnnlab.builder import build_datamodule
+        from rnnlab.inference import load_checkpoint
 
-        _, datamodule, module = load_checkpoint(args.ckpt)
+        cfg, codec, module = load_checkpoint(args.ckpt)
+        datamodule = build_datamodule(cfg, codec)
         datamodule.setup()
         net = module.net
     else:
@@ -89,13 +90,14 @@ def main() -> None:
         datamodule, net = trained_model(args.data, args.train_batches, args.output_layer)
     texts = [text for text, _ in datamodule.examples["val"]]
     order = torch.randperm(len(texts), generator=torch.Generator().manual_seed(0))
-    examples = [datamodule.encode_input(texts[i]) for i in order[: args.sentences].tolist()]
+    codec = datamodule.codec
+    examples = [codec.encode_example(texts[i]) for i in order[: args.sentences].tolist()]
 
     @torch.inference_mode()
     def batched() -> list[list[int]]:
         out = []
         for start in range(0, len(examples), args.batch_size):
-            batch = datamodule.collate(examples[start : start + args.batch_size])
+            batch = codec.collate(examples[start : start + args.batch_size])
             tokens = net.generate(batch["src_tokens"], batch["src_lengths"], beam_size=args.beam)
             out += tokens["tokens"].tolist()
         return out
@@ -104,7 +106,7 @@ def main() -> None:
     def one_by_one() -> list[list[int]]:
         out = []
         for example in examples:
-            batch = datamodule.collate([example])
+            batch = codec.collate([example])
             tokens = net.generate(batch["src_tokens"], batch["src_lengths"], beam_size=args.beam)
             out += tokens["tokens"].tolist()
         return out

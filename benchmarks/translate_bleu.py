@@ -111,18 +111,18 @@ def main() -> None:
     with open_dict(cfg):
         cfg.test = False
 
-    from rnnlab.builder import load_checkpoint
+    from rnnlab.builder import build_datamodule, build_evaluation_trainer
+    from rnnlab.inference import load_checkpoint
 
     saver = SaveAtMinutes(args.minutes, Path(output) / "checkpoints", args.clock)
     _, objects = train_with_callbacks(cfg, saver)
     trainer = objects["trainer"]
     epochs = trainer.global_step / max(1, trainer.num_training_batches)
     print(f"trained {trainer.global_step} batches ({epochs:.2f} epochs); output in {output}")
-    tester = pl.Trainer(
-        accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False
-    )
+    tester = build_evaluation_trainer("cpu")
     for mark, path in sorted(saver.saved.items()):
-        _, datamodule, module = load_checkpoint(path)
+        cfg, codec, module = load_checkpoint(path)
+        datamodule = build_datamodule(cfg, codec)
         line = f"after {mark:g} min (step {torch.load(path, weights_only=True)['global_step']}):"
         for beam in sorted({1, args.beam}):
             module.configure_decoding(beam_size=beam)

@@ -35,6 +35,7 @@ from _common import QUIET, compose_config, here, in_fresh_process, median
 from hydra.utils import instantiate
 from torch.utils.data import DataLoader
 
+from rnnlab.builder import build
 from rnnlab.data.batching import EpochShuffleSampler, TensorBatchDataset, keep_batch
 
 SPA_TXT = here().parents[1] / "shared" / "data" / "translate" / "spa-eng" / "spa.txt"
@@ -49,9 +50,8 @@ def worker(mode: str, data: str, batches: int, max_length: str, threads: int) ->
         output_dir=tempfile.mkdtemp(),
     )  # fmt: skip
     torch.manual_seed(cfg.seed)
-    datamodule = instantiate(cfg.data)
-    datamodule.setup()
-    net = instantiate(cfg.model, **datamodule.model_kwargs())
+    datamodule, module = build(cfg)
+    net = module.net
     optimizer = instantiate(cfg.optimizer)(net.parameters())
     if mode == "bucketed":
         loader = datamodule.train_dataloader()

@@ -13,11 +13,10 @@ import torch
 from conftest import SHARED_DATA, compose_config, serve, train_run
 
 from rnnlab import chat, predict
-from rnnlab.builder import load_checkpoint
 from rnnlab.data.chat import BOOK_PROMPTS, REPLIES_PER_PROMPT, ChatData, detect_format
 from rnnlab.errors import ConfigError, DataError
+from rnnlab.inference import load_checkpoint, predict_texts
 from rnnlab.metrics import DistinctN
-from rnnlab.models.decoding import constrain_step, sample_decode
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -148,50 +147,10 @@ def test_split_is_70_15_15_seeded_with_no_question_in_two_splits(tmp_path):
     again = ChatData(path=str(path), seed=3)
     again.setup()
     assert again.examples["test"] == module.examples["test"]
-    assert module.src_vocab is module.tgt_vocab  # one vocabulary, one shared embedding
-    state = module.state_dict()
-    restored = ChatData(path=str(path))
-    restored.load_state_dict(state)
-    assert restored.src_vocab.itos == module.src_vocab.itos
+    assert module.codec.src_vocab is module.codec.tgt_vocab  # one vocabulary, one embedding
 
 
-# Decoding --------------------------------------------------------------------------------------
-def fixed_step(logits: torch.Tensor):
-    """A decoder whose next-token logits depend only on the step number."""
-
-    def step(prev, state):
-        return logits[state].expand(len(prev), -1), state + 1, None
-
-    return step
-
-
-def test_top_k_sampling_only_picks_from_the_top_k():
-    torch.manual_seed(0)
-    steps, vocab = 6, 30
-    logits = torch.randn(steps, vocab)
-    logits[:, 3] = -1e9  # keep <eos> out so every row runs all steps
-    start = torch.full((2000,), 2)
-    tokens, _ = sample_decode(
-        fixed_step(logits), 0, start_tokens=start, max_len=steps, top_k=[3, 2], eos_id=3
-    )
-    first = set(tokens[:, 0].tolist())
-    assert first == set(logits[0].topk(3).indices.tolist())  # all 3 drawn, nothing else
-    for t in range(1, steps):
-        assert set(tokens[:, t].tolist()) == set(logits[t].topk(2).indices.tolist())
-
-
-def test_constrained_decoding_never_outputs_unk_or_immediate_repeats():
-    logits = torch.zeros(8, 10)
-    logits[:, 1] = 5.0  # <unk> is the favourite
-    logits[:, 7] = 4.0  # then the same word again and again
-    logits[:, 8] = 3.0
-    step = constrain_step(fixed_step(logits), banned_ids=[1], no_repeat=True)
-    from rnnlab.models.decoding import greedy_decode
-
-    tokens, _ = greedy_decode(step, 0, batch_size=1, sos_id=2, eos_id=3, pad_id=0, max_len=6)
-    assert tokens[0].tolist() == [7, 8, 7, 8, 7, 8]
-
-
+# Metrics ---------------------------------------------------------------------------------------
 def test_distinct_n_counts_unique_ngrams_up_to_the_end_of_each_reply():
     metric = DistinctN(n=2, eos_id=3, pad_id=0)
     metric.update(torch.tensor([[5, 6, 5, 3, 9], [5, 6, 7, 0, 0]]))
@@ -272,7 +231,7 @@ def test_short_real_run_learns_and_samples_replies_to_the_book_prompts(tmp_path)
         *QUIET_RUN,
     )
     datamodule, module = objects["datamodule"], objects["module"]
-    vocab = len(datamodule.src_vocab)
+    vocab = len(datamodule.codec.src_vocab)
     # Far better than guessing uniformly over the vocabulary.
     assert metrics["test/ppl"] < vocab / 5, (metrics, vocab)
     assert 0 < metrics["test/distinct_1"] <= metrics["test/distinct_2"] <= 1, metrics
@@ -280,7 +239,7 @@ def test_short_real_run_learns_and_samples_replies_to_the_book_prompts(tmp_path)
     assert [text for text, _ in pairs[: 2 * REPLIES_PER_PROMPT]] == [
         prompt for prompt in BOOK_PROMPTS for _ in range(REPLIES_PER_PROMPT)
     ]
-    replies = predict.predict_texts(module, datamodule, [BOOK_PROMPTS[0]] * 8)
+    replies = predict_texts(module, module.codec, [BOOK_PROMPTS[0]] * 8)
     assert all(isinstance(reply, str) and reply for reply in replies)
     assert "<unk>" not in " ".join(replies) and len(set(replies)) > 1  # sampled, not fixed
     _, _, restored = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")

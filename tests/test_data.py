@@ -7,11 +7,11 @@ import torch
 
 from rnnlab.data.arithmetic import ArithmeticData
 from rnnlab.data.parity import ParityData
-from rnnlab.errors import ConfigError, InputError
+from rnnlab.errors import ConfigError, DataError, InputError
 
 
 def _decode(data: ArithmeticData, tokens: torch.Tensor) -> list[str]:
-    return ["".join(data.vocab.decode(row)) for row in tokens.tolist()]
+    return ["".join(data.codec.vocab.decode(row)) for row in tokens.tolist()]
 
 
 @pytest.mark.parametrize("operators", ["+", "-", "*", "+-*"])
@@ -102,7 +102,7 @@ def test_arithmetic_too_many_questions_is_a_config_error():
 )
 def test_arithmetic_bad_prediction_inputs_explain_themselves(text, message):
     with pytest.raises(InputError, match=message):
-        ArithmeticData(train_size=10, val_size=10, test_size=10).encode_input(text)
+        ArithmeticData(train_size=10, val_size=10, test_size=10).codec.encode_example(text)
 
 
 @pytest.mark.parametrize("variable_length", [True, False])
@@ -170,3 +170,23 @@ def test_training_order_depends_only_on_seed_and_epoch():
     torch.manual_seed(999)  # global RNG must not matter (resume exactness)
     assert torch.equal(a, first_batch(3))
     assert not torch.equal(first_batch(3), first_batch(4))
+
+
+# Splits --------------------------------------------------------------------------------------
+def test_split_by_group_keeps_groups_whole_with_one_fraction_meaning():
+    from rnnlab.data.splits import split_by_group
+
+    keys = [i // 3 for i in range(300)]  # 100 groups of 3 equal examples
+    splits = split_by_group(keys, val=0.1, test=0.2, seed=5)
+    by_key = {}
+    for key, split in zip(keys, splits):
+        by_key.setdefault(key, set()).add(split)
+    assert all(len(where) == 1 for where in by_key.values())  # no group in two splits
+    groups = [next(iter(where)) for where in by_key.values()]
+    assert (groups.count("test"), groups.count("val"), groups.count("train")) == (20, 10, 70)
+    assert split_by_group(keys, 0.1, 0.2, seed=5) == splits  # seeded
+    assert split_by_group(keys, 0.1, 0.2, seed=6) != splits
+    assert split_by_group(range(10), 0.01, 0.0, seed=0).count("val") == 1  # at least one
+    assert "test" not in split_by_group(range(10), 0.01, 0.0, seed=0)
+    with pytest.raises(DataError, match="only 2 distinct examples"):
+        split_by_group([0, 0, 1], 0.3, 0.3, seed=0)  # nothing left to train on

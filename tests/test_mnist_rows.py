@@ -7,7 +7,6 @@ import functools
 import gzip
 import hashlib
 import io
-import math
 import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -18,10 +17,12 @@ from conftest import SHARED_DATA, compose_config, train_run
 from PIL import Image
 
 from rnnlab import predict
-from rnnlab.builder import build, load_checkpoint
+from rnnlab.builder import build, build_datamodule
+from rnnlab.codecs.mnist import ImageCodec, to_sequence
 from rnnlab.data import mnist
-from rnnlab.data.mnist import MnistRowsData, to_sequence
+from rnnlab.data.mnist import MnistRowsData
 from rnnlab.errors import ConfigError, DataError, InputError
+from rnnlab.inference import load_checkpoint
 
 SHARED_MNIST = SHARED_DATA / "mnist"
 needs_shared = pytest.mark.skipif(
@@ -171,13 +172,6 @@ def test_keras_preset_has_the_seed_model(t10k_folder, tmp_path):
     assert net.head[0].out_features == 32
 
 
-def test_fast_dev_run(t10k_folder, tmp_path):
-    metrics, objects = train_run(
-        tmp_path, "task=mnist_rows", f"data.path={t10k_folder}", "debug=fast", "data.batch_size=16"
-    )
-    assert objects["trainer"].fast_dev_run and math.isfinite(metrics["test/loss"])
-
-
 # Prediction from image files ---------------------------------------------------------------------
 def shared_or_generated_images(count: int):
     if (SHARED_MNIST / "t10k-images-idx3-ubyte.gz").is_file():
@@ -194,25 +188,25 @@ def save_png(pixels: torch.Tensor, path: Path, invert: bool = False) -> Path:
 
 def test_png_inputs_are_read_like_the_training_images(tmp_path):
     images, _ = shared_or_generated_images(4)
-    datamodule = MnistRowsData()  # predicting needs no data
+    codec = ImageCodec()  # predicting needs no data
     expected = to_sequence(images[:1], "rows")[0]
     white_on_black = save_png(images[0], tmp_path / "digit.png")
     black_on_white = save_png(images[0], tmp_path / "inverted.png", invert=True)
     for path in (white_on_black, black_on_white):
-        torch.testing.assert_close(datamodule.encode_input(str(path))["inputs"], expected)
+        torch.testing.assert_close(codec.encode_example(str(path))["inputs"], expected)
     big = Image.open(white_on_black).resize((112, 112), Image.Resampling.NEAREST)
     big.convert("RGB").save(tmp_path / "big.jpg", quality=95)
-    resized = datamodule.encode_input(str(tmp_path / "big.jpg"))["inputs"]
+    resized = codec.encode_example(str(tmp_path / "big.jpg"))["inputs"]
     assert resized.shape == (28, 28) and (resized - expected).abs().mean() < 0.05
     (tmp_path / "notes.txt").write_text("not an image")
     with pytest.raises(InputError, match="cannot read it as an image"):
-        datamodule.encode_input(str(tmp_path / "notes.txt"))
+        codec.encode_example(str(tmp_path / "notes.txt"))
     with pytest.raises(InputError, match="no such image file"):
-        datamodule.encode_input(str(tmp_path / "missing.png"))
-    batch = datamodule.collate([datamodule.encode_input(str(white_on_black))] * 3)
+        codec.encode_example(str(tmp_path / "missing.png"))
+    batch = codec.encode([str(white_on_black)] * 3)
     assert batch["inputs"].shape == (3, 28, 28)
     probs = torch.tensor([[0.01] * 7 + [0.91] + [0.01] * 2])
-    assert datamodule.decode_output({"probs": probs}) == ["7 (p=0.91)"]
+    assert codec.decode(batch, {"probs": probs}) == ["7 (p=0.91)"]
 
 
 def test_predict_cli_takes_image_as_an_alias_of_text(t10k_folder, tmp_path, capsys):
@@ -274,7 +268,8 @@ def test_predict_reads_png_files_white_or_black_ink(
 ):
     _, output_dir = trained_on_shared
     ckpt = output_dir / "checkpoints" / "last.ckpt"
-    _, datamodule, module = load_checkpoint(ckpt)
+    cfg, codec, module = load_checkpoint(ckpt)
+    datamodule = build_datamodule(cfg, codec)
     datamodule.setup()
     batch = datamodule.test_set.__getitems__(list(range(50)))
     right = (module.net(batch["inputs"]).argmax(-1) == batch["targets"]).nonzero().flatten()
@@ -328,9 +323,7 @@ def published(tmp_path, monkeypatch) -> Path:
         file.name: hashlib.md5(file.read_bytes()).hexdigest() for file in (root / "mnist").iterdir()
     }
     variant = mnist.VARIANTS["mnist"]
-    monkeypatch.setitem(
-        mnist.VARIANTS, "mnist", mnist.Variant(variant.folder, "", md5, variant.classes)
-    )
+    monkeypatch.setitem(mnist.VARIANTS, "mnist", mnist.Variant(variant.folder, "", md5))
     return root
 
 
@@ -355,7 +348,7 @@ def test_download_checks_md5_and_explains_offline_use(published, tmp_path, monke
     cache = tmp_path / "cache"
     variant = mnist.VARIANTS["mnist"]
     wrong = {name: "0" * 32 for name in variant.md5}
-    monkeypatch.setitem(mnist.VARIANTS, "mnist", mnist.Variant("mnist", "", wrong, variant.classes))
+    monkeypatch.setitem(mnist.VARIANTS, "mnist", mnist.Variant("mnist", "", wrong))
     with serve(published) as (url, _), pytest.raises(DataError, match="Checksum mismatch"):
         MnistRowsData(cache_dir=str(cache), mirror=url).prepare_data()
     with serve(published) as (url, _):

@@ -7,7 +7,6 @@ import torch
 
 from rnnlab.models.attention import BahdanauAttention
 from rnnlab.models.classifier import RNNClassifier
-from rnnlab.models.decoding import greedy_decode, mask_after_eos
 from rnnlab.models.seq2seq import Seq2Seq
 
 SPECIALS = dict(pad_id=0, sos_id=1, eos_id=2)
@@ -87,22 +86,6 @@ def test_teacher_forcing_equals_stepwise_decoding(attention, cell):
     torch.testing.assert_close(whole, torch.stack(stepwise, 1))
     if attention == "bahdanau":
         torch.testing.assert_close(whole_weights, torch.stack(weights, 1))
-
-
-def test_greedy_decoding_picks_argmax_and_pads_after_eos():
-    table = torch.tensor([[0.0, 0, 0, 5, 0], [0, 0, 0, 0, 5], [0, 0, 5, 0, 0]])  # 3 -> 4 -> eos
-
-    def step(prev, state):
-        row = {1: 0, 3: 1, 4: 2}.get(int(prev[0]), 2)
-        return table[row].expand(len(prev), -1), state, None
-
-    tokens, attention = greedy_decode(
-        step, None, batch_size=2, sos_id=1, eos_id=2, pad_id=0, max_len=10
-    )
-    assert tokens.tolist() == [[3, 4, 2], [3, 4, 2]] and attention is None
-    assert mask_after_eos(torch.tensor([[5, 2, 5, 2]]), eos_id=2, pad_id=0).tolist() == [
-        [5, 2, 0, 0]
-    ]
 
 
 def test_generation_is_batch_independent():

@@ -16,9 +16,8 @@ import torch.nn.functional as F
 from conftest import train_run
 from omegaconf import DictConfig
 
-from rnnlab import predict
-from rnnlab.builder import load_checkpoint
 from rnnlab.errors import ConfigError
+from rnnlab.inference import load_checkpoint, predict_texts
 from rnnlab.models.language_model import RNNLanguageModel
 from rnnlab.models.output_layer import (
     OUTPUT_LAYERS,
@@ -297,7 +296,7 @@ def test_a_translate_checkpoint_rebuilds_its_sampled_layer(tmp_path):
     ]
     corpus = tmp_path / "pairs.tsv"
     corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    cfg, datamodule, module = train_and_load(
+    cfg, codec, module = train_and_load(
         tmp_path / "run",
         "task=translate",
         "data.corpus=files",
@@ -308,7 +307,7 @@ def test_a_translate_checkpoint_rebuilds_its_sampled_layer(tmp_path):
     )
     assert cfg.model.output_layer == "sampled"
     assert isinstance(module.net.output_layer, SampledSoftmax)
-    answer = predict.predict_texts(module, datamodule, ["p4 p5 p6"])[0]
+    answer = predict_texts(module, codec, ["p4 p5 p6"])[0]
     assert isinstance(answer, str) and answer
 
 
@@ -316,7 +315,7 @@ def test_a_word_level_book_checkpoint_rebuilds_its_adaptive_layer(tmp_path):
     rng = random.Random(0)
     corpus = tmp_path / "book.txt"
     corpus.write_text(" ".join(rng.choice(["ab", "cd", "ef", "gh"]) for _ in range(3000)))
-    cfg, datamodule, module = train_and_load(
+    cfg, codec, module = train_and_load(
         tmp_path / "run",
         "task=book",
         f"data.path={corpus}",
@@ -327,6 +326,6 @@ def test_a_word_level_book_checkpoint_rebuilds_its_adaptive_layer(tmp_path):
     )
     assert cfg.model.output_layer == "adaptive"
     assert isinstance(module.net.output_layer, AdaptiveSoftmax)
-    assert module.net.output_layer.cutoffs == [5, len(datamodule.vocab)]
-    answer = predict.predict_texts(module, datamodule, ["ab cd"])[0]
+    assert module.net.output_layer.cutoffs == [5, len(codec.vocab)]
+    answer = predict_texts(module, codec, ["ab cd"])[0]
     assert isinstance(answer, str) and set(answer.split()) <= {"ab", "cd", "ef", "gh", "<unk>"}

@@ -10,10 +10,10 @@ import pytest
 from conftest import train_run
 
 from rnnlab import predict
-from rnnlab.data.arithmetic import ArithmeticData
+from rnnlab.codecs.arithmetic import ArithmeticCodec
+from rnnlab.codecs.mnist import ImageCodec
 from rnnlab.data.book import BookData
 from rnnlab.data.chat import ChatData
-from rnnlab.data.mnist import MnistRowsData
 from rnnlab.data.translate import TranslationData
 from rnnlab.data.vocab import Vocab
 from rnnlab.errors import InputError, quote
@@ -39,7 +39,7 @@ def test_quote_cuts_long_text_and_says_how_long_it_was():
 )
 def test_arithmetic_errors_quote_a_bounded_part(text):
     with pytest.raises(InputError) as error:
-        ArithmeticData(train_size=8, val_size=8, test_size=8).encode_input(text)
+        ArithmeticCodec().encode_example(text)
     assert len(str(error.value)) < LONGEST and f"({len(text)} characters)" in str(error.value)
 
 
@@ -51,7 +51,7 @@ def test_vocabulary_error_quotes_a_bounded_token():
 
 def test_image_path_error_is_bounded_and_not_an_os_error():
     with pytest.raises(InputError, match="no such image file") as error:
-        MnistRowsData().encode_input("a" * HUGE)  # longer than any file name: is_file() raises
+        ImageCodec().encode_example("a" * HUGE)  # longer than any file name: is_file() raises
     assert len(str(error.value)) < LONGEST
 
 
@@ -61,7 +61,7 @@ def test_translate_error_quotes_a_bounded_part(tmp_path):
     module = TranslationData(path=str(corpus), min_count=1)
     module.setup()
     with pytest.raises(InputError, match="no word of") as error:
-        module.encode_input("qwerty " * (HUGE // 7))
+        module.codec.encode_example("qwerty " * (HUGE // 7))
     assert len(str(error.value)) < LONGEST
 
 
@@ -76,8 +76,8 @@ def test_notes_on_unknown_prompts_are_bounded(tmp_path, caplog):
     chat.setup()
     caplog.clear()
     with caplog.at_level(logging.WARNING):
-        books.encode_input("the " + "z" * HUGE)
-        chat.encode_input("z" * HUGE)
+        books.codec.encode_example("the " + "z" * HUGE)
+        chat.codec.encode_example("z" * HUGE)
     notes = [record.getMessage() for record in caplog.records]
     assert len(notes) == 2 and all(len(note) < LONGEST for note in notes), notes
 

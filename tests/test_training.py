@@ -10,21 +10,69 @@ from conftest import train_run
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from rnnlab import evaluate, predict
-from rnnlab.builder import CONFIG_KEY, load_checkpoint
+from rnnlab.builder import build_datamodule
+from rnnlab.checkpoints import CODEC_KEY, CONFIG_KEY
+from rnnlab.inference import load_checkpoint
 from rnnlab.train import optimized_value
 
 
-@pytest.mark.parametrize("task", ["arithmetic", "parity"])
-@pytest.mark.parametrize("cell", ["rnn", "lstm"])
-def test_fast_dev_run_every_task(tmp_path, task, cell):
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> dict[str, list[str]]:
+    """task -> overrides that point it at a few generated examples (no download, no shared data)."""
+    import gzip
+    import random
+
+    root = tmp_path_factory.mktemp("tiny_data")
+    rng = random.Random(0)
+    words = ["ka", "lo", "mi", "tu", "zu", "bi"]
+    sentences = [" ".join(rng.choices(words, k=rng.randint(2, 5))) for _ in range(120)]
+    (root / "pairs.tsv").write_text("".join(f"{s[::-1]} .\t{s} .\n" for s in sentences))
+    (root / "tweets.txt").write_text("".join(f"{s}\n{s} {s}\n" for s in sentences))
+    (root / "s_labelled.txt").write_text(
+        "".join(f"{s} {'good' if i % 2 else 'bad'}\t{i % 2}\n" for i, s in enumerate(sentences))
+    )
+    (root / "book.txt").write_text("\n\n".join(sentences))
+    mnist = root / "mnist"
+    mnist.mkdir()
+    images = torch.randint(0, 256, (60, 28, 28), generator=torch.Generator().manual_seed(0))
+    for name, array in (("images-idx3", images), ("labels-idx1", torch.arange(60) % 10)):
+        header = bytes([0, 0, 0x08, array.dim()]) + b"".join(
+            size.to_bytes(4, "big") for size in array.shape
+        )
+        data = header + bytes(array.to(torch.uint8).flatten().tolist())
+        (mnist / f"t10k-{name}-ubyte.gz").write_bytes(gzip.compress(data))
+    generated = ["data.train_size=300", "data.val_size=64", "data.test_size=64"]
+    return {
+        "arithmetic": generated,
+        "parity": [*generated, "data.length=12"],
+        "mnist_rows": [f"data.path={mnist}"],
+        "sentiment": [f"data.path={root / 's_labelled.txt'}"],
+        "book": [f"data.path={root / 'book.txt'}", "data.seq_len=8", "module.generation.length=5"],
+        "translate": ["data.corpus=files", f"data.path={root / 'pairs.tsv'}", "data.min_count=1"],
+        "chat": [f"data.path={root / 'tweets.txt'}", "data.min_answer_length=1"],
+    }
+
+
+# The book task also tries its word level and stateful (truncated BPTT) batches.
+BOOK_VARIANTS = {"rnn": [], "gru": ["data.level=word"], "lstm": ["data.stateful=true"]}
+
+
+@pytest.mark.parametrize(
+    "task", ["arithmetic", "parity", "mnist_rows", "sentiment", "book", "translate", "chat"]
+)
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_fast_dev_run_every_task_and_cell(tmp_path, tiny_data, task, cell):
+    extra = BOOK_VARIANTS[cell] if task == "book" else []
     metrics, objects = train_run(
         tmp_path,
         f"task={task}",
         f"cell={cell}",
+        "size=tiny",
         "debug=fast",
-        "data.train_size=300",
-        "data.val_size=64",
-        "data.test_size=64",
+        "data.batch_size=8",
+        "logger=none",
+        *tiny_data[task],
+        *extra,
     )
     assert objects["trainer"].fast_dev_run
     assert math.isfinite(metrics["test/loss"])
@@ -113,14 +161,16 @@ def test_checkpoint_loads_weights_only_and_carries_config(addition_run):
     _, output_dir = addition_run
     checkpoint = torch.load(output_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert checkpoint[CONFIG_KEY]["data"]["digits"] == 2
-    cfg, datamodule, module = load_checkpoint(output_dir / "checkpoints" / "last.ckpt")
+    assert checkpoint[CODEC_KEY] == {"digits": 2, "operators": "+", "reverse_input": True}
+    cfg, codec, module = load_checkpoint(output_dir / "checkpoints" / "last.ckpt")
     assert cfg.task_name == "arithmetic" and not module.training
-    assert datamodule.train_set is None  # predicting reads no data
+    assert module.codec is codec and codec.digits == 2
 
 
 def _test_questions(addition_run, count):
     _, output_dir = addition_run
-    _, datamodule, _ = load_checkpoint(output_dir / "checkpoints" / "last.ckpt")
+    cfg, codec, _ = load_checkpoint(output_dir / "checkpoints" / "last.ckpt")
+    datamodule = build_datamodule(cfg, codec)
     datamodule.setup()
     return datamodule.sample_pairs("test", count)
 

@@ -15,7 +15,7 @@ import torch
 from conftest import compose_config, train_run
 
 from rnnlab.builder import build
-from rnnlab.checkpoints import read_checkpoint
+from rnnlab.checkpoints import CODEC_KEY, read_checkpoint
 from rnnlab.config_checks import check_config
 from rnnlab.data.vocab import PAD, UNK, Vocab
 from rnnlab.errors import ConfigError
@@ -133,7 +133,7 @@ def test_known_words_get_the_lm_rows_and_new_words_keep_fresh_ones(toy, caplog):
     with caplog.at_level("INFO", logger="rnnlab.transfer"):
         datamodule, module = built(toy, f"model.init_from={toy['lm']}")
     _, scratch = built(toy)  # the same seed: the same fresh weights
-    vocab, embedding = datamodule.vocab, module.net.embed.weight
+    vocab, embedding = datamodule.codec.vocab, module.net.embed.weight
     words = vocab.itos[2:]
     known = [w for w in words if w in lm_tokens]
     assert set(words) - set(known) == {"honestly", "overall"}
@@ -165,7 +165,8 @@ def test_a_model_of_other_sizes_or_cell_is_refused_in_one_line(toy, tmp_path):
     assert "model.cell is lstm there and gru here" in message
     assert "set model.cell=lstm model.hidden_size=32" in message
     char_lm = read_checkpoint(toy["lm"])
-    char_lm["BookData"]["level"] = "char"
+    char_lm[CODEC_KEY]["level"] = "char"
+    char_lm[CODEC_KEY]["tokenization"]["scheme"] = "chars"
     torch.save(char_lm, tmp_path / "char.ckpt")
     with pytest.raises(ConfigError, match=r"^model\.init_from: .* is a char-level language model"):
         built(toy, f"model.init_from={tmp_path / 'char.ckpt'}")

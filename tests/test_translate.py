@@ -7,7 +7,6 @@ import io
 import logging
 import random
 import sys
-import unicodedata
 import zipfile
 from pathlib import Path
 
@@ -16,11 +15,10 @@ import torch
 from conftest import REPO, SHARED_DATA, compose_config, serve, train_run
 
 from rnnlab import evaluate, predict
-from rnnlab.builder import load_checkpoint
-from rnnlab.data.text import BPEVocab, detokenize, tokenize
+from rnnlab.data.text import detokenize
 from rnnlab.data.translate import BOOK_SENTENCES, TranslationData
-from rnnlab.errors import ConfigError, DataError, InputError
-from rnnlab.models.decoding import beam_search, greedy_decode
+from rnnlab.errors import ConfigError, DataError
+from rnnlab.inference import load_checkpoint
 from rnnlab.models.seq2seq import Seq2Seq
 
 SPA_TXT = SHARED_DATA / "translate" / "spa-eng" / "spa.txt"
@@ -76,18 +74,6 @@ def made_up_corpus(path: Path, count: int, seed: int = 0) -> Path:
 
 def data(path, **options) -> TranslationData:
     return TranslationData(path=str(path) if isinstance(path, Path) else path, **options)
-
-
-# Text ----------------------------------------------------------------------------------------
-def test_tokenize_splits_punctuation_and_normalises_unicode():
-    decomposed = unicodedata.normalize("NFD", "¿Cómo te llamas?")
-    assert decomposed != "¿Cómo te llamas?"
-    assert tokenize(decomposed, lowercase=True) == ["¿", "cómo", "te", "llamas", "?"]
-    assert tokenize("¡Hola, Tom!  I don't know 3.5") == [
-        "¡", "Hola", ",", "Tom", "!", "I", "don't", "know", "3.5",
-    ]  # fmt: skip
-    for text in ("¿cómo te llamas?", "¡hola, tom!", 'he said "yes".', "i don't know (yet)."):
-        assert detokenize(tokenize(text)) == text
 
 
 # Reading the three formats --------------------------------------------------------------------
@@ -224,8 +210,8 @@ def test_splits_are_seeded_and_share_no_source_sentence(tmp_path):
 def test_word_vocab_is_built_from_train_only_with_caps(tmp_path):
     module = data(made_up_corpus(tmp_path / "m.tsv", 300), src_vocab_size=10, min_count=1)
     module.setup()
-    assert module.src_vocab.itos[:4] == ["<pad>", "<unk>", "<sos>", "<eos>"]
-    assert len(module.src_vocab) == 10 and module.model_kwargs()["src_vocab_size"] == 10
+    assert module.codec.src_vocab.itos[:4] == ["<pad>", "<unk>", "<sos>", "<eos>"]
+    assert len(module.codec.src_vocab) == 10 and module.model_kwargs()["src_vocab_size"] == 10
 
 
 # Batches -------------------------------------------------------------------------------------
@@ -278,10 +264,6 @@ def test_beam_size_one_is_exactly_greedy(cell):
     is_eos = greedy["tokens"] == 3
     until_eos = (is_eos.cumsum(1) - is_eos.long() == 0)[..., None]  # where beam search stops
     assert torch.allclose(greedy["attention"] * until_eos, beam["attention"])
-    state = model._initial_state(tokens, lengths)
-    options = dict(sos_id=2, eos_id=3, pad_id=0, max_len=10, batch_size=6)
-    direct, _ = beam_search(model.decoder.step, state, beam_size=1, **options)
-    assert torch.equal(direct, greedy_decode(model.decoder.step, state, **options)[0])
 
 
 def test_beam_search_is_batch_independent_and_shaped_like_greedy():
@@ -323,18 +305,18 @@ def test_beam_search_scores_at_least_greedy_and_repeat_decoder_refuses_beams():
 def test_unknown_words_are_replaced_by_the_most_attended_source_word(tmp_path):
     module = data(write_tsv(tmp_path / "spa.txt", PAIRS * 2), min_count=1)
     module.setup()
-    example = module.encode_input("Estoy leyendo Quijote")  # "quijote" is not in the vocabulary
-    src_words = example["src_words"][None]
-    unk, eos = module.tgt_vocab.unk_id, module.tgt_vocab.eos_id
-    reading = module.tgt_vocab.stoi["reading"]
+    codec = module.codec
+    batch = codec.encode(["Estoy leyendo Quijote"])  # "quijote" is not in the vocabulary
+    unk, eos = codec.tgt_vocab.unk_id, codec.tgt_vocab.eos_id
+    reading = codec.tgt_vocab.stoi["reading"]
     tokens = torch.tensor([[reading, unk, eos]])
     attention = torch.tensor([[[0.1, 0.8, 0.1], [0.2, 0.1, 0.7], [0.3, 0.3, 0.4]]])
-    output = {"tokens": tokens, "attention": attention, "src_words": src_words}
-    assert module.decode_output(output) == ["reading quijote"]
+    output = {"tokens": tokens, "attention": attention}
+    assert codec.decode(batch, output) == ["reading quijote"]
     attention[0, 1] = torch.tensor([0.9, 0.05, 0.05])
-    assert module.decode_output(output) == ["reading estoy"]
-    module.unk_replace = False
-    assert module.decode_output(output) == ["reading <unk>"]
+    assert codec.decode(batch, output) == ["reading estoy"]
+    codec.unk_replace = False
+    assert codec.decode(batch, output) == ["reading <unk>"]
 
 
 def test_bleu_and_chrf_match_sacrebleu_over_batches():
@@ -421,8 +403,8 @@ def test_made_up_language_is_learned_to_high_bleu(made_up_run):
 def test_checkpoint_translates_and_draws_attention_maps(made_up_run, capsys, monkeypatch, caplog):
     _, run = made_up_run
     ckpt = run / "checkpoints" / "best.ckpt"  # the model the test metrics were measured on
-    _, datamodule, module = load_checkpoint(ckpt)
-    assert datamodule.train_set is None and datamodule.word_level  # no data was read
+    _, codec, module = load_checkpoint(ckpt)  # no data is read
+    assert codec.word_level and codec.max_source_len is not None
     assert predict.main([f"ckpt_path={ckpt}", "text=kazu mibi lozu ."]) == 0
     assert capsys.readouterr().out.strip() == "uzakx ibimx uzolx."
     assert predict.main([f"ckpt_path={ckpt}", "text=kazu mibi lozu .", "beam_size=3"]) == 0
@@ -454,64 +436,31 @@ def test_checkpoint_translates_and_draws_attention_maps(made_up_run, capsys, mon
     # The attention maps logged during training, and drawn again from the checkpoint.
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from rnnlab.callbacks.attention_maps import AttentionMaps, attention_labels
+    from rnnlab.callbacks.attention_maps import AttentionMaps
 
     events = EventAccumulator(str(run / "tensorboard"), size_guidance={"images": 0})
     events.Reload()
     assert {"val/attention/0", "val/attention/3"} <= set(events.Tags()["images"])
-    batch = datamodule.collate([datamodule.encode_input("kazu mibi .")])
+    batch = codec.encode(["kazu mibi ."])
     output = module.predict_batch(batch)
-    source, target = attention_labels(datamodule, batch, output, 0)
+    source, target = codec.token_labels(batch, output, 0)
     assert source == ["kazu", "mibi", "."] and target[-1] == "<eos>"
     assert output["attention"].shape[1:] == (len(output["tokens"][0]), 3)
-    # No data was read: the only sample the model can read is the one given here.
-    datamodule.sample_pairs = lambda split, count: [("Hola", ""), ("kazu mibi .", "")]
-    figures = AttentionMaps(num_maps=2).maps(module, datamodule)
+    # The only one of these inputs the model can read is the second.
+    figures = AttentionMaps(num_maps=2).maps(module, codec, ["Hola", "kazu mibi ."])
     assert len(figures) == 1 and figures[0][0] == "kazu mibi ."
-
-
-def test_bpe_vocab_round_trips_through_a_checkpoint(tmp_path, one_thread):
-    corpus = write_tsv(tmp_path / "spa.txt", PAIRS * 4)
-    _, objects = train_run(
-        tmp_path / "run",
-        "task=translate",
-        "size=tiny",
-        "data.corpus=files",
-        f"data.path={corpus}",
-        "data.tokenizer=bpe",
-        "data.src_vocab_size=300",
-        "data.tgt_vocab_size=300",
-        "data.val_fraction=0.2",
-        "data.test_fraction=0.2",
-        "trainer.max_epochs=1",
-        "test=false",
-        "logger=none",
-        "callbacks.attention_maps=null",
-        *QUIET_RUN,
-    )
-    trained = objects["datamodule"]
-    assert isinstance(trained.src_vocab, BPEVocab) and len(trained.src_vocab) <= 300
-    _, restored, module = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
-    assert restored.src_vocab == trained.src_vocab and restored.tgt_vocab == trained.tgt_vocab
-    text = "¿Cómo te llamas?"
-    assert torch.equal(
-        restored.encode_input(text)["src_tokens"], trained.encode_input(text)["src_tokens"]
-    )
-    ids = trained.tgt_vocab.encode(tokenize("what's your name?"), eos=True)
-    assert trained.tgt_vocab.decode(ids) == ["what's", "your", "name", "?"]
-    answer = predict.predict_texts(module, restored, [text, ""])
-    assert isinstance(answer[0], str) and isinstance(answer[1], InputError)
 
 
 def test_words_typed_without_accents_find_the_accented_vocabulary_word(tmp_path):
     module = data(write_tsv(tmp_path / "spa.txt", PAIRS * 2), min_count=1)
     module.setup()
-    assert "español" in module.src_vocab.stoi and "espanol" not in module.src_vocab.stoi
-    encoded = module.encode_input("Hablas espanol")
+    codec = module.codec
+    assert "español" in codec.src_vocab.stoi and "espanol" not in codec.src_vocab.stoi
+    encoded = codec.encode_example("Hablas espanol")
     # ... and an input without a final mark gets one, like every training sentence.
-    assert module.src_vocab.decode(encoded["src_tokens"].tolist()) == ["hablas", "español", "."]
-    unknown = module.encode_input("Hablas klingon?")["src_tokens"].tolist()
-    assert unknown[1] == module.src_vocab.unk_id
+    assert codec.src_vocab.decode(encoded["src_tokens"].tolist()) == ["hablas", "español", "."]
+    unknown = codec.encode_example("Hablas klingon?")["src_tokens"].tolist()
+    assert unknown[1] == codec.src_vocab.unk_id
 
 
 def test_sample_pairs_start_with_the_book_sentences(tmp_path):

@@ -1,19 +1,24 @@
-"""The one place config becomes objects: datamodule -> net -> LightningModule.
+"""The one place config becomes objects: codec -> datamodule -> net -> LightningModule, and
+every Trainer.
 
-Training and checkpoint loading share it, so a checkpoint is rebuilt exactly as it was trained.
+Training, evaluation and checkpoint loading share it, so a checkpoint is rebuilt exactly as it
+was trained. A checkpoint's codec is restored by the class its datamodule names
+(`TaskDataModule.codec_class`): the stored config's `data._target_`, allow-listed by
+`rnnlab.trust` like every other target; the codec state itself is plain data.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-import torch
+import lightning.pytorch as pl
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from rnnlab.checkpoints import CONFIG_KEY, read_checkpoint, stored_data_state
+from rnnlab.checkpoints import CODEC_KEY
+from rnnlab.codecs.base import Codec
 from rnnlab.data.base import TaskDataModule
 from rnnlab.errors import CheckpointError, RnnlabError
 from rnnlab.tasks.base import TaskModule
@@ -46,48 +51,84 @@ def instantiate_node(cfg: DictConfig, key: str, **kwargs: Any) -> Any:
         raise
 
 
-def build(cfg: DictConfig, data_state: dict | None = None) -> tuple[TaskDataModule, TaskModule]:
-    """Datamodule (set up, or restored from `data_state`), then the net sized by it, then the
-    LightningModule around the net."""
+def build_datamodule(cfg: DictConfig, codec: Codec | None = None) -> TaskDataModule:
+    """The task's datamodule, not set up yet; a given codec (a checkpoint's) is the one its
+    splits will be encoded with."""
     datamodule = instantiate_node(cfg, "data")
-    if data_state is None:
-        datamodule.prepare_data()
-        datamodule.setup("fit")
-    else:
-        datamodule.load_state_dict(data_state)
-    net = instantiate_node(cfg, "model", **datamodule.model_kwargs())
-    init_from = cfg.model.get("init_from")
-    if init_from and data_state is None and cfg.get("ckpt_path") is None:
-        # #20 transfer hook: a fresh run starts from a language model's weights (a checkpoint
-        # being loaded or resumed has its own).
-        init_from_language_model(net, datamodule.vocab, init_from)
-    module = instantiate_node(
-        cfg,
-        "module",
+    if codec is not None:
+        datamodule.codec = codec
+    return datamodule
+
+
+def build_module(cfg: DictConfig, codec: Codec) -> TaskModule:
+    """The net sized by the codec, then the LightningModule around it (holding the codec)."""
+    net = instantiate_node(cfg, "model", **codec.model_kwargs())
+    # Called here rather than through instantiate: Hydra would read a dataclass (the codec) as
+    # config.
+    make_module = instantiate_node(cfg, "module", _partial_=True)
+    return make_module(
         net=net,
+        codec=codec,
         optimizer=instantiate_node(cfg, "optimizer"),
         scheduler=instantiate_node(cfg, "scheduler"),
     )
+
+
+def build(cfg: DictConfig, codec: Codec | None = None) -> tuple[TaskDataModule, TaskModule]:
+    """Datamodule, set up (its codec built from the training data unless one is given), then
+    the module."""
+    datamodule = build_datamodule(cfg, codec)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    module = build_module(cfg, datamodule.codec)
+    if codec is None and cfg.model.get("init_from"):
+        # #20 transfer hook: a fresh run starts from a language model's weights (a resumed run,
+        # given its checkpoint's codec, has weights of its own).
+        init_from_language_model(module.net, datamodule.codec, cfg.model.init_from)
     return datamodule, module
 
 
-def load_checkpoint(
-    path: str | Path, map_location: str | torch.device = "cpu", *, trust: bool = False
-) -> tuple[DictConfig, TaskDataModule, TaskModule]:
-    """Rebuild (config, datamodule, module) from a checkpoint alone, without reading any data.
+def restore_codec(cfg: DictConfig, checkpoint: Mapping[str, Any]) -> Codec:
+    """The codec stored in `checkpoint`, of the class the config's datamodule names.
 
-    The file is read as data (`read_checkpoint`: `weights_only=True`, and its stored config may
-    only name rnnlab's classes and the library classes rnnlab uses, unless `trust`).
-    """
-    checkpoint = read_checkpoint(path, trust=trust)
-    cfg = OmegaConf.create(checkpoint[CONFIG_KEY])
-    datamodule, module = build(cfg, stored_data_state(checkpoint))
-    try:
-        module.load_state_dict(checkpoint["state_dict"])
-    except RuntimeError as error:
-        first = str(error).strip().splitlines()[-1].strip()[:160]
+    Checkpoints written before codecs kept the vocabulary as the datamodule's state (under its
+    class name) and the settings in the data config: those two, merged, are the codec state."""
+    data_class = get_class(str(cfg.data._target_))
+    if not (isinstance(data_class, type) and issubclass(data_class, TaskDataModule)):
         raise CheckpointError(
-            f"{path}: its weights do not fit the model its config describes ({first})"
+            f"data._target_={cfg.data._target_} is not an rnnlab task datamodule: its "
+            "checkpoint has no codec rnnlab can restore"
+        )
+    state = checkpoint.get(CODEC_KEY)
+    if state is None:
+        legacy = checkpoint.get(data_class.__qualname__, {})
+        state = {**OmegaConf.to_container(cfg.data, resolve=True), **legacy}
+    try:
+        return data_class.codec_class.from_state(state)
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise CheckpointError(
+            f"its codec state (vocabularies, settings) cannot be read ({type(error).__name__}: "
+            f"{str(error)[:80]}): pass a .ckpt that `python -m rnnlab` wrote"
         ) from None
-    module.to(map_location).eval()
-    return cfg, datamodule, module
+
+
+def build_trainer(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> pl.Trainer:
+    """The training Trainer: the config's callbacks (switched-off ones left out) and `callbacks`,
+    the config's loggers."""
+    built = [instantiate_node(cfg.callbacks, key) for key in (cfg.get("callbacks") or {})]
+    built = [callback for callback in built if callback is not None]
+    loggers = [instantiate_node(cfg.logger, key) for key in (cfg.get("logger") or {})]
+    loggers = [logger for logger in loggers if logger is not None]
+    return instantiate_node(cfg, "trainer", callbacks=[*built, *callbacks], logger=loggers or False)
+
+
+def build_evaluation_trainer(accelerator: str = "auto") -> pl.Trainer:
+    """A quiet one-device Trainer that tests a model: no logger, checkpoints or progress bar."""
+    return pl.Trainer(
+        accelerator=accelerator,
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )

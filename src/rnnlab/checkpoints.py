@@ -26,6 +26,7 @@ from rnnlab.errors import CheckpointError, require
 from rnnlab.trust import check_stored_config
 
 CONFIG_KEY = "rnnlab_config"  # where checkpoints keep the resolved run config
+CODEC_KEY = "rnnlab_codec"  # and the task codec's state (vocabularies, settings)
 
 
 class RunStateInCheckpoint(pl.Callback):
@@ -220,13 +221,6 @@ def read_checkpoint(path: str | os.PathLike, *, trust: bool = False) -> dict:
     if not trust:
         check_stored_config(checkpoint[CONFIG_KEY], str(path))
     return checkpoint
-
-
-def stored_data_state(checkpoint: dict) -> dict:
-    """The datamodule state (vocabularies) a checkpoint holds; Lightning keeps it under the
-    datamodule's class name."""
-    target = str(checkpoint[CONFIG_KEY]["data"]["_target_"])
-    return checkpoint.get(target.rsplit(".", 1)[-1], {})
 
 
 def check_resumable(stored: dict, current: dict, path: str | os.PathLike) -> None:

@@ -176,6 +176,7 @@ RULES: tuple[tuple[str, Rule], ...] = (
     ("data.max_*", integer(null=True)),  # max_length, max_pairs, max_vocab, max_answer_length...
     ("data.min_*", integer()),
     ("data.sample_length", integer()),
+    ("data.keep_last_tokens", integer()),
     ("data.length", integer()),
     ("data.seq_len", integer()),
     ("data.digits", integer()),

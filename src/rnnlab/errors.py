@@ -23,6 +23,17 @@ def require(condition: bool, key: str, message: str) -> None:
         raise ConfigError(f"{key}: {message}")
 
 
+def require_one_of(value: object, choices: tuple, key: str) -> None:
+    """ConfigError for `key` unless `value` is one of `choices`."""
+    require(value in choices, key, f"must be one of {choices}, got {value!r}")
+
+
+def require_positive(value: float | None, key: str, *, null: bool = False) -> None:
+    """ConfigError for `key` unless `value` is > 0 (or, with `null`, None)."""
+    allowed = (null and value is None) or (value is not None and value > 0)
+    require(allowed, key, f"must be positive{' or null' if null else ''}, got {value}")
+
+
 class CheckpointError(RnnlabError, ValueError):
     """A checkpoint is missing, unreadable, not rnnlab's, or names something it may not build."""
 

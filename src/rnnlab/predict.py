@@ -23,14 +23,16 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from typing import Any
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
-from rnnlab.data.base import TaskDataModule
+from rnnlab.codecs.base import Codec
 from rnnlab.errors import InputError, RnnlabError
+from rnnlab.inference import can_stream, load_checkpoint, predict_texts, stream_generation
 from rnnlab.tasks.base import TaskModule
-from rnnlab.tasks.seq2seq import DECODING_DEFAULTS
+from rnnlab.tasks.language_model import LanguageModelTask
+from rnnlab.tasks.seq2seq import DECODING_DEFAULTS, Seq2SeqTask
 
 USAGE = (
     "usage: python -m rnnlab.predict ckpt_path=<file.ckpt> [text=<input> | image=<file.png>] "
@@ -48,49 +50,23 @@ USAGE += (
     " [max_length=N]"
 )
 USAGE += "\n  interactive=true: a prompt, one input per line (Ctrl-D or Ctrl-C quits)"
+RAW_KEYS = ("text", "image")  # user input: kept exactly as typed
 
 
-@torch.inference_mode()
-def predict_texts(
-    module: TaskModule, datamodule: TaskDataModule, texts: Sequence[str], batch_size: int = 256
-) -> list[str | InputError]:
-    """One answer per text, or the InputError that says why that text could not be read."""
-    results: list[str | InputError] = [InputError("not predicted")] * len(texts)
-    encoded = []
-    for index, text in enumerate(texts):
-        try:
-            encoded.append((index, datamodule.encode_input(text)))
-        except InputError as error:
-            results[index] = error
-    for start in range(0, len(encoded), batch_size):
-        chunk = encoded[start : start + batch_size]
-        batch = datamodule.collate([example for _, example in chunk])
-        batch = {key: value.to(module.device) for key, value in batch.items()}
-        answers = datamodule.decode_output(module.predict_batch(batch))
-        for (index, _), answer in zip(chunk, answers):
-            results[index] = answer
-    return results
-
-
-@torch.inference_mode()
-def stream_generation(module: TaskModule, datamodule: TaskDataModule, text: str) -> int:
+def stream(module: LanguageModelTask, codec: Codec, text: str) -> int:
     """Continue one prompt, writing each piece of text to stdout as soon as it is generated."""
     try:
-        example = datamodule.encode_input(text)
+        for piece in stream_generation(module, codec, text):
+            sys.stdout.write(piece)
+            sys.stdout.flush()
     except InputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    batch = datamodule.collate([example])
-    batch = {key: value.to(module.device) for key, value in batch.items()}
-    last = int(batch["tokens"][0, int(batch["lengths"][0]) - 1])
-    for piece in datamodule.stream_text(last, module.stream_batch(batch)):
-        sys.stdout.write(piece)
-        sys.stdout.flush()
     sys.stdout.write("\n")
     return 0
 
 
-def interactive(module: TaskModule, datamodule: TaskDataModule) -> int:
+def interactive(module: TaskModule, codec: Codec) -> int:
     """Answer one typed line at a time until Ctrl-D (end of input) or Ctrl-C."""
     print("Type an input and press Enter; Ctrl-D or Ctrl-C quits.", file=sys.stderr)
     try:
@@ -101,23 +77,12 @@ def interactive(module: TaskModule, datamodule: TaskDataModule) -> int:
                 break
             if not line.strip():
                 continue
-            (answer,) = predict_texts(module, datamodule, [line])
+            (answer,) = predict_texts(module, codec, [line])
             print(f"error: {answer}" if isinstance(answer, InputError) else answer, flush=True)
     except KeyboardInterrupt:
         pass
     print(file=sys.stderr)
     return 0
-
-
-RAW_KEYS = ("text", "image")  # user input: kept exactly as typed
-
-
-def reads_images(datamodule: TaskDataModule) -> bool:
-    """Whether the task reads image files, the only input `image=` may name (any other task
-    would take the path as text)."""
-    from rnnlab.data.mnist import MnistRowsData  # imports PIL: only when image= is given
-
-    return isinstance(datamodule, MnistRowsData)
 
 
 def parse_cli(argv: Sequence[str]) -> DictConfig:
@@ -138,90 +103,89 @@ def parse_cli(argv: Sequence[str]) -> DictConfig:
     return args
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    from rnnlab.builder import load_checkpoint
+def usage_error(args: DictConfig) -> str | None:
+    """What is wrong with the arguments as given, or None."""
+    known = {"ckpt_path", *RAW_KEYS, "batch_size", "device", "interactive", "trust_checkpoint"}
+    unknown = set(args) - known - {*GENERATION_OPTIONS, *DECODING_OPTIONS}
+    if unknown:
+        return f"unknown option(s) {sorted(unknown)}"
+    if "ckpt_path" not in args:
+        return ""
+    if "text" in args and "image" in args:
+        return "give text= or image= (an alias), not both"
+    input_key = "image" if "image" in args else "text"
+    if args.get("interactive") and input_key in args:
+        return f"give {input_key}= or interactive=true, not both"
+    return None
 
+
+def configure(module: TaskModule, options: dict[str, Any]) -> None:
+    """Set the task's generation or decoding options for this call; a language model draws
+    fresh randomness unless given a seed (ConfigError/InputError for a wrong option)."""
+    if isinstance(module, LanguageModelTask):
+        accepted, kind = GENERATION_OPTIONS, "text generation"
+    elif isinstance(module, Seq2SeqTask):
+        accepted, kind = DECODING_OPTIONS, "seq2seq decoding"
+    else:
+        accepted, kind = (), "prediction"
+    wrong = sorted(set(options) - set(accepted))
+    if wrong:
+        raise InputError(f"{wrong} are not options of this task's {kind}\n{USAGE}")
+    if isinstance(module, LanguageModelTask):
+        module.configure_generation(**{"seed": None, **options})
+    elif isinstance(module, Seq2SeqTask):
+        module.configure_decoding(**options)
+
+
+def answer(args: DictConfig, module: TaskModule, codec: Codec) -> int:
+    """Run what the arguments ask: a prompt, one input, or every stdin line."""
+    if args.get("interactive"):
+        return interactive(module, codec)
+    input_key = "image" if "image" in args else "text"
+    if input_key in args and can_stream(module, codec):
+        return stream(module, codec, str(args[input_key]))
+    batch_size = int(args.get("batch_size", 256))
+    if input_key in args:
+        (result,) = predict_texts(module, codec, [args[input_key]], batch_size)
+        if isinstance(result, InputError):
+            print(f"error: {result}", file=sys.stderr)
+            return 2
+        print(result)
+        return 0
+    lines = [line.rstrip("\r\n") for line in sys.stdin]
+    failed = False
+    for result in predict_texts(module, codec, lines, batch_size):
+        failed |= isinstance(result, InputError)
+        print(f"!error: {result}" if isinstance(result, InputError) else result)
+    return 1 if failed else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parse_cli(sys.argv[1:] if argv is None else argv)
     except ValueError as error:
         print(f"error: {error}\n{USAGE}", file=sys.stderr)
         return 2
-    unknown = set(args) - {
-        "ckpt_path",
-        "text",
-        "image",
-        "batch_size",
-        "device",
-        "interactive",
-        "trust_checkpoint",
-        *GENERATION_OPTIONS,
-        *DECODING_OPTIONS,
-    }
-    if "ckpt_path" not in args or unknown:
-        print(
-            f"error: unknown option(s) {sorted(unknown)}\n{USAGE}" if unknown else USAGE,
-            file=sys.stderr,
-        )
-        return 2
-    if "text" in args and "image" in args:
-        print(f"error: give text= or image= (an alias), not both\n{USAGE}", file=sys.stderr)
-        return 2
-    input_key = "image" if "image" in args else "text"
-    if args.get("interactive") and input_key in args:
-        print(f"error: give {input_key}= or interactive=true, not both\n{USAGE}", file=sys.stderr)
+    problem = usage_error(args)
+    if problem is not None:
+        print(f"error: {problem}\n{USAGE}" if problem else USAGE, file=sys.stderr)
         return 2
     try:
-        _, datamodule, module = load_checkpoint(
+        _, codec, module = load_checkpoint(
             args.ckpt_path,
             map_location=args.get("device", "cpu"),
             trust=args.get("trust_checkpoint") is True,
         )
+        if "image" in args and not codec.reads_images:
+            raise InputError(
+                "image= is for image tasks (mnist_rows); this checkpoint's task reads text: "
+                f"use text=\n{USAGE}"
+            )
+        configure(module, {k: args[k] for k in args if k in GENERATION_OPTIONS + DECODING_OPTIONS})
     except RnnlabError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    if input_key == "image" and not reads_images(datamodule):
-        print(
-            "error: image= is for image tasks (mnist_rows); this checkpoint's task reads text: "
-            f"use text=\n{USAGE}",
-            file=sys.stderr,
-        )
-        return 2
-    batch_size = int(args.get("batch_size", 256))
-    options = {key: args[key] for key in args if key in (*GENERATION_OPTIONS, *DECODING_OPTIONS)}
-    if options:
-        configure = getattr(module, "configure_generation", None)
-        accepted, current = GENERATION_OPTIONS, {"seed": None}
-        if configure is None and hasattr(module, "configure_decoding"):
-            configure, accepted, current = module.configure_decoding, DECODING_OPTIONS, {}
-        wrong = sorted(set(options) - set(accepted if configure else ()))
-        if wrong:
-            kind = "text generation" if accepted is GENERATION_OPTIONS else "seq2seq decoding"
-            print(f"error: {wrong} are not options of this task's {kind}\n{USAGE}", file=sys.stderr)
-            return 2
-        try:
-            configure(**{**current, **options})
-        except RnnlabError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
-    elif hasattr(module, "configure_generation"):
-        module.configure_generation(seed=None)
-    if args.get("interactive"):
-        return interactive(module, datamodule)
-    if input_key in args and hasattr(module, "stream_batch") and hasattr(datamodule, "stream_text"):
-        return stream_generation(module, datamodule, str(args[input_key]))
-    if input_key in args:
-        (answer,) = predict_texts(module, datamodule, [args[input_key]], batch_size)
-        if isinstance(answer, InputError):
-            print(f"error: {answer}", file=sys.stderr)
-            return 2
-        print(answer)
-        return 0
-    lines = [line.rstrip("\r\n") for line in sys.stdin]
-    failed = False
-    for answer in predict_texts(module, datamodule, lines, batch_size):
-        failed |= isinstance(answer, InputError)
-        print(f"!error: {answer}" if isinstance(answer, InputError) else answer)
-    return 1 if failed else 0
+    return answer(args, module, codec)
 
 
 if __name__ == "__main__":

@@ -25,8 +25,9 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
-from rnnlab.builder import build, instantiate_node
+from rnnlab.builder import build, build_trainer, restore_codec
 from rnnlab.checkpoints import CONFIG_KEY, RunStateInCheckpoint, check_resumable, read_checkpoint
+from rnnlab.codecs.base import Codec
 from rnnlab.config_checks import check_config, flat_items
 from rnnlab.errors import ConfigError, RnnlabError
 from rnnlab.sweeps import TrialPruned, trial_callbacks
@@ -60,13 +61,15 @@ def _register_sweeper() -> None:
 _register_sweeper()
 
 
-def resolve_ckpt_path(ckpt_path: str | None, cfg: DictConfig) -> str | None:
-    """`last` -> this run dir's last.ckpt (the run-dir resolver made it the resumed run's dir).
+def resolve_ckpt_path(ckpt_path: str | None, cfg: DictConfig) -> tuple[str | None, Codec | None]:
+    """The checkpoint to resume and its codec: `last` -> this run dir's last.ckpt (the run-dir
+    resolver made it the resumed run's dir). The run goes on with the checkpoint's codec
+    (vocabulary), whatever the data would give now.
 
     The file is checked before Lightning reads it: readable, rnnlab's, this task's, with this
     run's model settings; each problem is one CheckpointError naming the file and the fix."""
     if ckpt_path is None:
-        return None
+        return None, None
     path = (
         Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
         if ckpt_path == "last"
@@ -78,9 +81,9 @@ def resolve_ckpt_path(ckpt_path: str | None, cfg: DictConfig) -> str | None:
         )
     # Nothing of the stored config is built when resuming (this run's config is), so no trust
     # check; the file is still read as data only.
-    stored = read_checkpoint(path, trust=True)[CONFIG_KEY]
-    check_resumable(stored, OmegaConf.to_container(cfg, resolve=True), path)
-    return str(path)
+    checkpoint = read_checkpoint(path, trust=True)
+    check_resumable(checkpoint[CONFIG_KEY], OmegaConf.to_container(cfg, resolve=True), path)
+    return str(path), restore_codec(cfg, checkpoint)
 
 
 def flat_hparams(cfg: DictConfig) -> dict[str, Any]:
@@ -144,19 +147,12 @@ def run_diagnosis(
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """Fit, then test the best checkpoint. Returns (metrics, objects)."""
     check_config(cfg)
-    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg)  # a bad file fails before any work
+    # A bad file fails before any work.
+    ckpt_path, codec = resolve_ckpt_path(cfg.get("ckpt_path"), cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule, module = build(cfg)
+    datamodule, module = build(cfg, codec)
     config = OmegaConf.to_container(cfg, resolve=True)
-    callbacks = [instantiate_node(cfg.callbacks, key) for key in (cfg.get("callbacks") or {})]
-    callbacks = [callback for callback in callbacks if callback is not None]
-    callbacks.append(RunStateInCheckpoint(config))
-    callbacks.extend(trial_callbacks(cfg))
-    loggers = [instantiate_node(cfg.logger, key) for key in (cfg.get("logger") or {})]
-    loggers = [logger for logger in loggers if logger is not None]
-    trainer: pl.Trainer = instantiate_node(
-        cfg, "trainer", callbacks=callbacks, logger=loggers or False
-    )
+    trainer = build_trainer(cfg, [RunStateInCheckpoint(config), *trial_callbacks(cfg)])
 
     if cfg.get("train", True) and ckpt_path is None:
         tune(cfg.get("tune") or {}, trainer, module, datamodule)

@@ -2,9 +2,9 @@
 
 `init_from_language_model` runs once, in `rnnlab.builder.build`, for a fresh run (a checkpoint
 being loaded or resumed has weights of its own). The LM checkpoint is read as data
-(`read_checkpoint`: weights_only, its stored config checked) and nothing of it is built: the
-vocabulary comes from its stored datamodule state, the tensors from its state_dict, the cell
-type and sizes from the tensors' shapes.
+(`read_checkpoint`: weights_only, its stored config checked) and nothing of its config is built:
+the vocabulary comes from its stored codec state (`restore_codec`, as predict reads it), the
+tensors from its state_dict, the cell type and sizes from the tensors' shapes.
 
 - Embedding: every word of the model's vocabulary that the LM knows gets the LM's row, `<unk>`
   the LM's `<unk>` row; new words keep the model's fresh rows and `<pad>` its zero row.
@@ -30,9 +30,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from omegaconf import OmegaConf
 from torch import Tensor, nn
 
-from rnnlab.checkpoints import read_checkpoint, stored_data_state
+from rnnlab.checkpoints import CONFIG_KEY, read_checkpoint
+from rnnlab.codecs.base import Codec
 from rnnlab.data.vocab import Vocab
 from rnnlab.errors import require
 from rnnlab.models.rnn import cell_kind
@@ -62,6 +64,8 @@ def read_language_model(path: str | os.PathLike) -> tuple[list[str], dict[str, T
     """(the LM's tokens by id, its net's tensors without the `net.` prefix) from a checkpoint;
     CheckpointError for an unreadable or untrusted file, ConfigError for one that holds no
     word-level language model."""
+    from rnnlab.builder import restore_codec  # here: the builder imports this module
+
     checkpoint = read_checkpoint(path)
     weights = {
         name.removeprefix("net."): tensor for name, tensor in checkpoint["state_dict"].items()
@@ -72,14 +76,15 @@ def read_language_model(path: str | os.PathLike) -> tuple[list[str], dict[str, T
         f"{path} holds no language model (no net.embedding and net.rnn weights): give a "
         "checkpoint of task=book data.level=word",
     )
-    state = stored_data_state(checkpoint)
+    codec = restore_codec(OmegaConf.create(checkpoint[CONFIG_KEY]), checkpoint)
+    level = getattr(codec, "level", None)
     require(
-        state.get("level") == "word",
+        level == "word",
         KEY,
-        f"{path} is a {state.get('level', 'non-word')}-level language model: its tokens are "
-        "not words; train one with data.level=word",
+        f"{path} is a {level or 'non-word'}-level language model: its tokens are not words; "
+        "train one with data.level=word",
     )
-    return Vocab.from_dict(state["vocab"]).itos, weights
+    return codec.vocab.itos, weights
 
 
 def map_rows(vocab: Vocab, lm_tokens: Sequence[str]) -> dict[int, int]:
@@ -170,7 +175,14 @@ def load_language_model(
     return Transfer(words_from_lm=known, words_new=words - known, layers=layers)
 
 
-def init_from_language_model(net: nn.Module, vocab: Vocab, path: str | os.PathLike) -> Transfer:
-    """Read the LM checkpoint at `path` and load it into `net` (see the module docstring)."""
+def init_from_language_model(net: nn.Module, codec: Codec, path: str | os.PathLike) -> Transfer:
+    """Read the LM checkpoint at `path` and load it into `net`, whose words are the codec's one
+    vocabulary (see the module docstring)."""
+    vocab = codec.vocabularies().get("tokens")
+    require(
+        isinstance(vocab, Vocab),
+        KEY,
+        f"needs a task whose model reads words of one vocabulary; {type(codec).__name__} has none",
+    )
     lm_tokens, weights = read_language_model(path)
     return load_language_model(net, vocab, lm_tokens, weights, str(path))

@@ -1,47 +1,25 @@
 """Attention heatmaps in TensorBoard: which source tokens each output token looked at.
 
 Works for any seq2seq task whose `predict_batch` returns `attention` (B, T, S): the maps are
-drawn for the datamodule's first `sample_pairs(split, num_maps)` inputs, through the same
-predict path a user runs. Axis labels come from the datamodule's `attention_labels(batch,
-output, row)` when it has one, else from its `vocab` (or `src_vocab`/`tgt_vocab`), else indices.
+drawn for the datamodule's first `sample_pairs(split, num_maps)` inputs, encoded by the task's
+codec as a user's input would be; axis labels are the codec's `token_labels(batch, output, row)`.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from rnnlab.codecs.base import Seq2SeqCodec
+from rnnlab.data.base import TaskDataModule
 from rnnlab.errors import InputError
+from rnnlab.tasks.base import TaskModule
 
 log = logging.getLogger(__name__)
-
-
-def _vocab_labels(vocab, ids: list[int]) -> list[str]:
-    if vocab is None:
-        return [str(i) for i in ids]
-    if hasattr(vocab, "pieces"):
-        return vocab.pieces(ids)
-    return [vocab.itos[i] if i < len(vocab.itos) else str(i) for i in ids]
-
-
-def attention_labels(datamodule, batch: dict, output: dict, row: int) -> tuple[list, list]:
-    """(source labels, output labels) for one row of a predicted batch."""
-    if hasattr(datamodule, "attention_labels"):
-        return datamodule.attention_labels(batch, output, row)
-    length = int(batch["src_lengths"][row])
-    src_vocab = getattr(datamodule, "src_vocab", getattr(datamodule, "vocab", None))
-    tgt_vocab = getattr(datamodule, "tgt_vocab", getattr(datamodule, "vocab", None))
-    ids = output["tokens"][row].tolist()
-    eos = getattr(tgt_vocab, "eos_id", None)
-    if eos in ids:
-        ids = ids[: ids.index(eos) + 1]
-    return (
-        _vocab_labels(src_vocab, batch["src_tokens"][row, :length].tolist()),
-        _vocab_labels(tgt_vocab, ids),
-    )
 
 
 def attention_figure(weights: torch.Tensor, source: list[str], target: list[str], title: str):
@@ -75,32 +53,32 @@ class AttentionMaps(pl.Callback):
         self.split = split
 
     @torch.inference_mode()
-    def maps(self, module: pl.LightningModule, datamodule) -> list[tuple[str, object]]:
-        """(input text, figure) for the first `num_maps` sample inputs the model can read."""
+    def maps(
+        self, module: TaskModule, codec: Seq2SeqCodec, texts: Sequence[str]
+    ) -> list[tuple[str, object]]:
+        """(input text, figure) for the first `num_maps` of `texts` the model can read."""
         examples = []
-        # The first num_maps samples the model can read (a fixed sample sentence may be made
-        # only of unknown words): ask for more than needed.
-        for text, _ in datamodule.sample_pairs(self.split, 4 * self.num_maps + 16):
+        for text in texts:
             try:
-                examples.append((text, datamodule.encode_input(text)))
+                examples.append((text, codec.encode_example(text)))
             except InputError:
                 continue
             if len(examples) == self.num_maps:
                 break
         if not examples:
             return []
-        batch = datamodule.collate([example for _, example in examples])
+        batch = codec.collate([example for _, example in examples])
         batch = {key: value.to(module.device) for key, value in batch.items()}
         output = module.predict_batch(batch)
         if output.get("attention") is None:
             return []
         figures = []
         for row, (text, _) in enumerate(examples):
-            source, target = attention_labels(datamodule, batch, output, row)
+            source, target = codec.token_labels(batch, output, row)
             figures.append((text, attention_figure(output["attention"][row], source, target, text)))
         return figures
 
-    def on_validation_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+    def on_validation_epoch_end(self, trainer: pl.Trainer, module: TaskModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
         if (trainer.current_epoch + 1) % self.every_n_epochs:
@@ -108,10 +86,14 @@ class AttentionMaps(pl.Callback):
         loggers = [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
         if not loggers:
             return
+        # The first num_maps samples the model can read (a fixed sample sentence may be made
+        # only of unknown words): ask for more than needed.
+        datamodule: TaskDataModule = trainer.datamodule
+        texts = [text for text, _ in datamodule.sample_pairs(self.split, 4 * self.num_maps + 16)]
         was_training = module.training
         module.eval()
         try:
-            figures = self.maps(module, trainer.datamodule)
+            figures = self.maps(module, module.codec, texts)
         finally:
             module.train(was_training)
         if not figures:

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from rnnlab.models.rnn import FUSED, scratch_copy
 from rnnlab.models.scratch import LayerTrace, ScratchRNNBase
+from rnnlab.tasks.base import TaskModule
 
 
 def find_recurrent(net: nn.Module) -> tuple[nn.Module, str, nn.Module] | None:
@@ -37,12 +38,11 @@ def top_forward(trace: list[LayerTrace], rnn: nn.Module) -> LayerTrace:
 
 
 @contextmanager
-def _kept(module: nn.Module) -> Iterator[None]:
+def _kept(module: TaskModule) -> Iterator[None]:
     """Eval mode (no dropout: the measure does not depend on a random mask), a forked RNG and a
     copy of the task's carried state (a language model's truncated-BPTT state), all restored."""
     was_training = module.training
-    carried = getattr(module, "_carried", None)
-    saved = copy.copy(carried) if isinstance(carried, dict) else None
+    saved = copy.copy(module.carried)
     device = next(module.parameters()).device
     devices = [device.index or 0] if device.type == "cuda" else []
     module.eval()
@@ -51,12 +51,11 @@ def _kept(module: nn.Module) -> Iterator[None]:
             yield
     finally:
         module.train(was_training)
-        if saved is not None:
-            carried.clear()
-            carried.update(saved)
+        module.carried.clear()
+        module.carried.update(saved)
 
 
-def probe_step(module: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, LayerTrace] | None:
+def probe_step(module: TaskModule, batch: dict[str, Tensor]) -> tuple[Tensor, LayerTrace] | None:
     """Run `module.model_step(batch)` with the first recurrent layer recorded: (loss, trace of
     its top layer's forward direction), or None if the model has no recurrent layer. The loss
     keeps its graph when grad mode is on, so ∂loss/∂h_t can be taken from `trace.hiddens`."""

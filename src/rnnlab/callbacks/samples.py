@@ -2,32 +2,36 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from rich import get_console
 from rich.markup import escape
 
+from rnnlab.codecs.base import Codec
+from rnnlab.data.base import TaskDataModule
 from rnnlab.errors import InputError
-from rnnlab.predict import predict_texts
+from rnnlab.inference import predict_texts
+from rnnlab.tasks.base import TaskModule
 
 
 def render_samples(
-    module: pl.LightningModule, datamodule, split: str, count: int
+    module: TaskModule, codec: Codec, pairs: Sequence[tuple[str, str | None]]
 ) -> list[tuple[bool | None, str]]:
-    """(correct?, line) for the first `count` examples of a split, through the predict path;
+    """(correct?, line) for each (input, expected answer) pair, through the predict path;
     correct? is None for an input with no expected answer (a chatbot's prompt). Random
     decoding draws from its own copy of the RNG state, so showing samples never changes
     training."""
-    pairs = datamodule.sample_pairs(split, count)
     device = module.device
     with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
-        answers = predict_texts(module, datamodule, [text for text, _ in pairs])
+        answers = predict_texts(module, codec, [text for text, _ in pairs])
     lines = []
     for (text, expected), answer in zip(pairs, answers):
         if isinstance(answer, InputError):
             answer = f"<{answer}>"
-        line = f"{text}{datamodule.answer_separator}{answer}"
+        line = f"{text}{codec.answer_separator}{answer}"
         if expected is None:
             lines.append((None, line))
             continue
@@ -47,8 +51,10 @@ class PredictionSamples(pl.Callback):
         self.num_samples = num_samples
         self.every_n_epochs = every_n_epochs
 
-    def _show(self, trainer: pl.Trainer, module: pl.LightningModule, split: str) -> None:
-        lines = render_samples(module, trainer.datamodule, split, self.num_samples)
+    def _show(self, trainer: pl.Trainer, module: TaskModule, split: str) -> None:
+        datamodule: TaskDataModule = trainer.datamodule
+        pairs = datamodule.sample_pairs(split, self.num_samples)
+        lines = render_samples(module, module.codec, pairs)
         judged = [ok for ok, _ in lines if ok is not None]
         title = f"{split} samples, epoch {trainer.current_epoch}"
         if judged:

@@ -1,37 +1,40 @@
 """What every task's data provides beyond Lightning's hooks.
 
-A task datamodule gives the model its sizes (`model_kwargs`), keeps its vocabulary as a JSON-able
-`state_dict` (Lightning stores it in every checkpoint), and turns user strings into model inputs
-and model outputs back into strings. That last pair is the predict interface every task shares:
-`rnnlab.predict`, `rnnlab.evaluate` and the sample printer all go through it.
+A task datamodule reads and splits its files (or generates its examples) and encodes them with
+its codec (`rnnlab.codecs`): built from the training split in `setup`, or given (a checkpoint's,
+which then wins). It also names a few examples per split (`sample_pairs`, shown during
+training) and reads a user's data as a test set (`use_as_test_set`, for `rnnlab.evaluate`).
+Turning strings into tensors and back is the codec's job, never the datamodule's.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from pathlib import Path
+from typing import ClassVar
 
 import lightning.pytorch as pl
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import BatchSampler, DataLoader, Dataset
 
+from rnnlab.codecs.base import Codec
 from rnnlab.data.batching import (
     EpochBatchSampler,
     EpochShuffleSampler,
     ResumableLoader,
     TensorBatchDataset,
     keep_batch,
-    pad_collate,
 )
 from rnnlab.errors import DataError, InputError, require
 
 
 class TaskDataModule(pl.LightningDataModule, ABC):
-    """Base of the task datamodules: loaders over TensorBatchDatasets plus the predict interface."""
+    """Base of the task datamodules: loaders over TensorBatchDatasets encoded by `codec`."""
 
-    #: Printed between input and answer in samples, e.g. "535+61 = 596".
-    answer_separator = " → "
+    #: The task's codec class: what a checkpoint's codec state is restored with.
+    codec_class: ClassVar[type[Codec]]
 
     def __init__(
         self,
@@ -52,6 +55,7 @@ class TaskDataModule(pl.LightningDataModule, ABC):
         self.train_set: TensorBatchDataset | None = None
         self.val_set: TensorBatchDataset | None = None
         self.test_set: TensorBatchDataset | None = None
+        self.codec: Codec | None = None  # built by setup() from the training data, or given
         self._ready = False
 
     def setup(self, stage: str | None = None) -> None:
@@ -68,10 +72,18 @@ class TaskDataModule(pl.LightningDataModule, ABC):
     def _loader(self, dataset: Dataset | None, *, train: bool) -> DataLoader:
         if dataset is None:
             raise RuntimeError(f"{type(self).__name__}.setup() has not built this split yet")
-        if not train:
+        batches = self.batch_sampler(dataset, train=train)
+        if batches is None:
             return DataLoader(dataset, batch_size=self.eval_batch_size, **self.loader_options())
-        batches = EpochBatchSampler(EpochShuffleSampler(dataset, self.seed), self.batch_size, False)
-        return ResumableLoader(dataset, batch_sampler=batches, **self.loader_options())
+        loader = ResumableLoader if train else DataLoader
+        return loader(dataset, batch_sampler=batches, **self.loader_options())
+
+    def batch_sampler(self, dataset: Dataset, *, train: bool) -> BatchSampler | None:
+        """Training: shuffled batches, seeded by (seed, epoch) and able to start mid-epoch (a
+        `StartMidEpoch`, so a run resumes exactly); evaluation: None, batches in order."""
+        if not train:
+            return None
+        return EpochBatchSampler(EpochShuffleSampler(dataset, self.seed), self.batch_size, False)
 
     def loader_options(self) -> dict:
         """What every loader of this datamodule shares: batches come whole from the dataset, and
@@ -95,57 +107,42 @@ class TaskDataModule(pl.LightningDataModule, ABC):
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.test_set, train=False)
 
-    # Model sizes and checkpoint state ----------------------------------------------------------
-    @abstractmethod
+    # Model sizes, samples, a user's test set --------------------------------------------------
     def model_kwargs(self) -> dict:
-        """Arguments only the data knows (vocabulary sizes, special ids, number of classes)."""
-
-    def state_dict(self) -> dict:
-        """JSON-able state prediction needs (vocabularies); Lightning saves it in checkpoints."""
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        """Restore what `state_dict` saved."""
-
-    # Predict interface -------------------------------------------------------------------------
-    @abstractmethod
-    def encode_input(self, text: str) -> dict[str, Tensor]:
-        """One user string -> one example's tensors; raises InputError with a readable reason."""
-
-    def collate(self, examples: list[dict[str, Tensor]]) -> dict[str, Tensor]:
-        """Examples from `encode_input` -> one batch."""
-        return pad_collate(examples, pad_id=0)
+        """What the model's constructor needs from the data: the codec's (after `setup`)."""
+        if self.codec is None:
+            raise RuntimeError(f"{type(self).__name__}.setup() must run first")
+        return self.codec.model_kwargs()
 
     @abstractmethod
-    def decode_output(self, output: dict[str, Tensor]) -> list[str]:
-        """A batch of model predictions (LightningModule.predict_batch) -> one string each."""
+    def sample_pairs(self, split: str, count: int) -> list[tuple[str, str | None]]:
+        """(input text, expected answer or None) for a fixed handful of examples of a split."""
 
-    @abstractmethod
-    def sample_pairs(self, split: str, count: int) -> list[tuple[str, str]]:
-        """(input text, expected answer) for a fixed handful of examples of a split."""
-
-    def use_file_as_test_set(self, path: str | Path) -> None:
-        """Make all of `path` the test set, encoded with the current vocabulary (evaluate)."""
-        path = Path(path)
-        if not path.is_file():
-            raise DataError(f"data.path={path} does not exist or is not a file")
-        self.test_set = self.read_test_file(path)
+    def use_as_test_set(self, path: str | Sequence[str]) -> None:
+        """Make all of `path` the test set, encoded with the codec (evaluate). `path` is what
+        `data.path` accepts in training for this task."""
+        if self.codec is None:
+            raise RuntimeError(f"{type(self).__name__} has no codec: give it a checkpoint's")
+        self.test_set = self.read_test_set(path)
         self._ready = True
 
-    def read_test_file(self, path: Path) -> TensorBatchDataset:
-        """All examples of a user's file, in this task's own format."""
-        raise NotImplementedError(f"{type(self).__name__} cannot evaluate on a file")
+    def read_test_set(self, path: str | Sequence[str]) -> TensorBatchDataset:
+        """Every example of a user's `path`, in this task's own format."""
+        raise NotImplementedError(f"{type(self).__name__} cannot evaluate on data.path")
 
-    def _encode_lines(self, path: Path) -> dict[str, Tensor]:
-        """Encode every non-empty line of `path` with `encode_input` into one batch; errors
+    def _encode_lines(self, path: str | Sequence[str]) -> dict[str, Tensor]:
+        """Encode every non-empty line of the file `path` with the codec into one batch; errors
         name the file and line."""
+        if not isinstance(path, (str, Path)) or not Path(path).is_file():
+            raise DataError(f"data.path={path} does not exist or is not a file")
+        path = Path(path)
         examples = []
         for number, line in enumerate(path.read_text(encoding="utf-8").split("\n"), 1):
             if line.strip():
                 try:
-                    examples.append(self.encode_input(line))
+                    examples.append(self.codec.encode_example(line))
                 except InputError as error:
                     raise InputError(f"{path}:{number}: {error}") from None
         if not examples:
             raise InputError(f"{path} has no lines to evaluate")
-        return self.collate(examples)
+        return self.codec.collate(examples)

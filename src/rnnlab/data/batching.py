@@ -4,6 +4,7 @@ training loaders that can resume mid-epoch."""
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -18,26 +19,35 @@ class TensorBatchDataset(Dataset):
 
     `trim` maps a padded sequence key to its lengths key; each batch is cut to its longest
     sequence, so short batches do not pay for the longest example in the whole dataset.
+    `lists` are aligned Python lists (e.g. each example's reference strings) sliced with them.
     """
 
-    def __init__(self, tensors: Mapping[str, Tensor], trim: Mapping[str, str] | None = None):
-        sizes = {key: len(value) for key, value in tensors.items()}
+    def __init__(
+        self,
+        tensors: Mapping[str, Tensor],
+        trim: Mapping[str, str] | None = None,
+        lists: Mapping[str, Sequence[Any]] | None = None,
+    ):
+        sizes = {key: len(value) for key, value in {**tensors, **(lists or {})}.items()}
         if len(set(sizes.values())) != 1:
             raise ValueError(f"tensors must have the same number of examples, got {sizes}")
         self.tensors = dict(tensors)
         self.trim = dict(trim or {})
+        self.lists = dict(lists or {})
 
     def __len__(self) -> int:
         return len(next(iter(self.tensors.values())))
 
-    def __getitem__(self, index: int) -> dict[str, Tensor]:
+    def __getitem__(self, index: int) -> dict[str, Any]:
         return self.__getitems__([index])
 
-    def __getitems__(self, indices: Sequence[int]) -> dict[str, Tensor]:
+    def __getitems__(self, indices: Sequence[int]) -> dict[str, Any]:
         index = torch.as_tensor(indices, dtype=torch.long)
-        batch = {key: value[index] for key, value in self.tensors.items()}
+        batch: dict[str, Any] = {key: value[index] for key, value in self.tensors.items()}
         for key, lengths_key in self.trim.items():
             batch[key] = batch[key][:, : int(batch[lengths_key].max())]
+        for key, values in self.lists.items():
+            batch[key] = [values[i] for i in index.tolist()]
         return batch
 
 
@@ -92,6 +102,66 @@ class EpochBatchSampler(StartMidEpoch, BatchSampler):
 
 class InOrder(StartMidEpoch, SequentialSampler):
     """Items in order (each item a whole batch, e.g. the tracks of a stateful language model)."""
+
+
+class BucketBatchSampler(StartMidEpoch, BatchSampler):
+    """Batches of similar length: less padding, and shorter RNN loops.
+
+    The indices of `sampler` (shuffled by it, e.g. an `EpochShuffleSampler`, or its shard under
+    DDP) are cut into buckets of `bucket_batches` batches; each bucket is sorted by (source,
+    target) length and cut into batches; with `shuffle`, the batches are then shuffled with a
+    generator seeded by (seed, epoch). The epoch is read from `sampler` (Lightning calls its
+    `set_epoch`), so a run resumed from a checkpoint sees the same batches as an uninterrupted
+    one. `bucket_batches=None` sorts the whole split (evaluation).
+    """
+
+    def __init__(
+        self,
+        sampler,
+        batch_size: int,
+        drop_last: bool = False,
+        *,
+        lengths: Tensor,
+        bucket_batches: int | None = 50,
+        shuffle: bool = True,
+        seed: int = 0,
+    ):
+        super().__init__(sampler, batch_size, drop_last)
+        self.lengths = lengths
+        self.bucket_batches = bucket_batches
+        self.shuffle = shuffle
+        self.seed = seed
+
+    def _batches(self) -> list[Tensor]:
+        indices = torch.as_tensor(list(self.sampler), dtype=torch.long)
+        size = (
+            len(indices) if self.bucket_batches is None else self.bucket_batches * self.batch_size
+        )
+        batches: list[Tensor] = []
+        for bucket in indices.split(max(size, 1)):
+            order = torch.sort(self.lengths[bucket], stable=True).indices
+            batches.extend(bucket[order].split(self.batch_size))
+        if self.drop_last:
+            batches = [batch for batch in batches if len(batch) == self.batch_size]
+        if self.shuffle:
+            epoch = getattr(self.sampler, "epoch", 0)
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch + 7919)
+            batches = [batches[i] for i in torch.randperm(len(batches), generator=generator)]
+        return batches
+
+    def epoch_order(self) -> Iterator[list[int]]:
+        for batch in self._batches():
+            yield batch.tolist()
+
+    def __len__(self) -> int:
+        total = len(self.sampler)
+        size = total if self.bucket_batches is None else self.bucket_batches * self.batch_size
+        full, rest = divmod(total, max(size, 1))
+        per_bucket = (
+            size // self.batch_size if self.drop_last else math.ceil(size / self.batch_size)
+        )
+        last = rest // self.batch_size if self.drop_last else math.ceil(rest / self.batch_size)
+        return full * per_bucket + last
 
 
 class ResumableLoader(DataLoader):

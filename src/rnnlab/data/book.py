@@ -3,9 +3,9 @@
 The text of every book (Gutenberg boilerplate stripped) becomes ONE int32 tensor of token ids:
 War and Peace is 3.2M chars -> 12.8 MB, or 683k word tokens -> 2.7 MB (benchmarks/book_lm.py),
 never one-hot (as float32 that would be 1.3 GB and 47 GB). The stream is split contiguously
-90/5/5 into train/val/test, so no token is in two splits. Batches are windows over a split:
-`seq_len` tokens in, the same window shifted by one token as targets, so every position is
-predicted.
+90/5/5 into train/val/test (`stream_split`), so no token is in two splits. Batches are windows
+over a split: `seq_len` tokens in, the same window shifted by one token as targets, so every
+position is predicted.
 
 Two ways to cut batches:
 - windows (default): non-overlapping windows of the split, shuffled each epoch, each read from
@@ -17,101 +17,44 @@ Two ways to cut batches:
   it there. Stateful loaders are sequential by design: single-process training only.
 
 Undecodable bytes are reported with the file, the line number and the byte offset from the
-start of the file (rnnlab.data.readers).
-
-Predict texts: `\\n` (backslash, n) stands for a line break in both directions, so a prompt
-with line breaks fits on one stdin line and every generated answer is one output line.
+start of the file (rnnlab.data.readers). Tokens, vocabulary and generated text: the codec's
+(`rnnlab.codecs.book`).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from rnnlab.codecs.book import (
+    LEVELS,
+    SPECIALS,
+    BookCodec,
+    char_codes,
+    char_vocab,
+    escape_line_breaks,
+)
 from rnnlab.data.base import TaskDataModule
 from rnnlab.data.batching import InOrder, ResumableLoader
 from rnnlab.data.download import DownloadError, download
 from rnnlab.data.readers import CorpusError, read_lines, strip_gutenberg
-from rnnlab.data.vocab import PAD, UNK, Vocab
-from rnnlab.errors import ConfigError, DataError, InputError, quote, require
+from rnnlab.data.splits import check_fractions, stream_split
+from rnnlab.data.text import PARAGRAPH
+from rnnlab.data.vocab import Vocab
+from rnnlab.errors import ConfigError, DataError, require, require_one_of, require_positive
 
 log = logging.getLogger(__name__)
 
-LEVELS = ("char", "word")
 # Gutenberg regenerates these files (header, licence, fixes) over time, so no checksum can be
 # pinned; _looks_like_gutenberg rejects what is not a Gutenberg text (e.g. an HTML error page).
 GUTENBERG_URL = "https://www.gutenberg.org/cache/epub/{id}/pg{id}.txt"
-SPECIALS = (PAD, UNK)
-PARAGRAPH = "\n\n"  # word-level token for a blank line (paragraph break)
-LINE_BREAK = "\n"  # word-level token for a single line break (with line_breaks=true)
 PROMPT_TOKENS = {"char": 50, "word": 10}  # length of the fixed sample prompt
-_CHUNK = 1 << 20  # code points encoded per step
-
-# <unk> literally (what decoding writes for unknown tokens), a paragraph break (blank lines),
-# a line break, a word with inner apostrophes (don't, Elizabeth’s), or one other visible char.
-_WORD_TOKEN = re.compile(r"<unk>|\n(?:[ \t\r\f\v]*\n)+|\n|[^\W_]+(?:['’][^\W_]+)*|\S")
-_NO_SPACE_BEFORE = set(".,;:!?)]}’”%…") | {"'", "-", "—", "–", LINE_BREAK, PARAGRAPH}
-_NO_SPACE_AFTER = set("([{“‘") | {"-", "—", "–", LINE_BREAK, PARAGRAPH}
-
-
-def word_tokens(text: str, *, line_breaks: bool = False) -> list[str]:
-    """Words, punctuation marks (one token each) and paragraph breaks; single line breaks are
-    tokens with `line_breaks` (verse, plays) and plain spaces otherwise (hard-wrapped books)."""
-    tokens = []
-    for token in _WORD_TOKEN.findall(text):
-        if token[0] == "\n":
-            if len(token) > 1:
-                tokens.append(PARAGRAPH)
-            elif line_breaks:
-                tokens.append(LINE_BREAK)
-        else:
-            tokens.append(token)
-    return tokens
-
-
-class Detokenizer:
-    """Word tokens back to text, one token at a time (so generation can stream): spaces between
-    words, none before closing punctuation or after opening brackets and quotes."""
-
-    def __init__(self, previous: str | None = None):
-        self.previous = previous
-        self.before_previous: str | None = None
-        self.open_quote = False
-
-    def feed(self, token: str) -> str:
-        if (
-            self.previous in (".", ",", ":")
-            and token.isdigit()
-            and (self.before_previous or "").isdigit()
-        ):
-            space = False  # 3.0, 1,000, 10:30
-        elif token == '"':
-            space = not self.open_quote and self.previous not in _NO_SPACE_AFTER
-            self.open_quote = not self.open_quote
-        else:
-            space = (
-                self.previous is not None
-                and self.previous not in _NO_SPACE_AFTER
-                and token not in _NO_SPACE_BEFORE
-                and not (self.previous == '"' and self.open_quote)
-            )
-        self.before_previous, self.previous = self.previous, token
-        return f" {token}" if space else token
-
-
-def escape_line_breaks(text: str) -> str:
-    return text.replace("\n", "\\n")
-
-
-def unescape_line_breaks(text: str) -> str:
-    return text.replace("\\n", "\n")
 
 
 # Datasets ------------------------------------------------------------------------------------
@@ -202,7 +145,7 @@ class BookData(TaskDataModule):
     downloads `gutenberg_ids` from Project Gutenberg into `data_dir`.
     """
 
-    answer_separator = " → "
+    codec_class = BookCodec
 
     def __init__(
         self,
@@ -224,25 +167,17 @@ class BookData(TaskDataModule):
         **loader_options,
     ):
         super().__init__(**loader_options)
-        require(level in LEVELS, "data.level", f"must be one of {LEVELS}, got {level!r}")
-        require(seq_len > 0, "data.seq_len", f"must be a positive integer, got {seq_len}")
+        require_one_of(level, LEVELS, "data.level")
+        require_positive(seq_len, "data.seq_len")
         require(min_count >= 1, "data.min_count", f"must be >= 1, got {min_count}")
         require(
             max_vocab is None or max_vocab > len(SPECIALS),
             "data.max_vocab",
             f"must be null or more than {len(SPECIALS)} (the specials {SPECIALS}), got {max_vocab}",
         )
-        require(
-            val_fraction > 0 and test_fraction > 0 and val_fraction + test_fraction < 0.5,
-            "data.val_fraction/test_fraction",
-            f"must be positive and sum to less than 0.5, got {val_fraction} and {test_fraction}",
-        )
-        require(
-            max_tokens is None or max_tokens > 0,
-            "data.max_tokens",
-            f"must be null or positive, got {max_tokens}",
-        )
-        require(sample_length > 0, "data.sample_length", f"must be positive, got {sample_length}")
+        check_fractions(val_fraction, test_fraction)
+        require_positive(max_tokens, "data.max_tokens", null=True)
+        require_positive(sample_length, "data.sample_length")
         if path is None:
             ids = list(gutenberg_ids or [])
             require(
@@ -255,8 +190,9 @@ class BookData(TaskDataModule):
         self.gutenberg_ids = list(gutenberg_ids or [])
         self.data_dir = Path(data_dir)
         self.level = level
-        self.lowercase = lowercase
-        self.line_breaks = line_breaks
+        self.tokenizer = BookCodec.make_tokenizer(
+            level, lowercase=lowercase, line_breaks=line_breaks
+        )
         self.max_vocab = max_vocab
         self.min_count = min_count
         self.seq_len = seq_len
@@ -265,7 +201,6 @@ class BookData(TaskDataModule):
         self.max_tokens = max_tokens
         self.sample_length = sample_length
         self.encoding = encoding
-        self.vocab: Vocab | None = None
         self.streams: dict[str, Tensor] = {}
 
     # Files -----------------------------------------------------------------------------------
@@ -288,11 +223,11 @@ class BookData(TaskDataModule):
                 ) from None
         return files
 
-    def files(self) -> list[Path]:
-        """The book files to read, in order."""
-        if self.path is None:
+    def files(self, path: str | Sequence[str] | None) -> list[Path]:
+        """The book files to read, in order (`path` as `data.path` takes it)."""
+        if path is None:
             return self._download()
-        paths = [self.path] if isinstance(self.path, (str, Path)) else list(self.path)
+        paths = [path] if isinstance(path, (str, Path)) else list(path)
         require(bool(paths), "data.path", "is an empty list: give at least one .txt file")
         files: list[Path] = []
         for entry in map(Path, paths):
@@ -308,79 +243,42 @@ class BookData(TaskDataModule):
         return files
 
     def read_text(self, files: Iterable[Path]) -> str:
-        """All books as one text, a paragraph break between books."""
+        """All books as one text, a paragraph break between books, as the model reads it."""
         text = "\n".join(read_book(file, self.encoding) for file in files)
-        return text.lower() if self.lowercase else text
+        return text.lower() if self.tokenizer.lowercase else text
 
     # Tokens ----------------------------------------------------------------------------------
-    def tokenize(self, text: str) -> list[str]:
+    def _fit_codec(self, text: str) -> tuple[Tensor, int, int]:
+        """The stream of `text` (at most `max_tokens` tokens) and where val and test start; the
+        codec is fitted on the training part unless one was given."""
         if self.level == "char":
-            return list(text)
-        return word_tokens(text, line_breaks=self.line_breaks)
-
-    def _char_codes(self, text: str) -> Tensor:
-        """Unicode code points (N,) int32, without a Python object per character."""
-        return torch.frombuffer(bytearray(text.encode("utf-32-le")), dtype=torch.int32)
-
-    def _build_char_vocab(self, codes: Tensor) -> Vocab:
-        unique, counts = torch.unique(codes, return_counts=True)
-        ranked = sorted(
-            ((chr(c), n) for c, n in zip(unique.tolist(), counts.tolist()) if n >= self.min_count),
-            key=lambda item: (-item[1], item[0]),
-        )
-        tokens = [token for token, _ in ranked]
-        if self.max_vocab is not None:
-            tokens = tokens[: self.max_vocab - len(SPECIALS)]
-        return Vocab(tokens, SPECIALS)
-
-    def _encode_chars(self, codes: Tensor) -> Tensor:
-        """Code points -> vocabulary ids (int32) by a sorted lookup; unknown chars -> <unk>."""
-        chars = [(ord(t), i) for t, i in self.vocab.stoi.items() if t not in self.vocab.specials]
-        if not chars:
-            return torch.full_like(codes, self.vocab.unk_id)
-        known = torch.tensor(sorted(chars), dtype=torch.int32)
-        known_codes, known_ids = known[:, 0].contiguous(), known[:, 1].contiguous()
-        ids = torch.empty_like(codes)
-        for start in range(0, len(codes), _CHUNK):  # chunks bound the int64 temporaries
-            chunk = codes[start : start + _CHUNK]
-            position = torch.searchsorted(known_codes, chunk).clamp(max=len(known) - 1)
-            hit = known_codes[position] == chunk
-            ids[start : start + _CHUNK] = torch.where(hit, known_ids[position], self.vocab.unk_id)
-        return ids
-
-    def encode_text(self, text: str) -> Tensor:
-        """Text -> token ids (N,) int32 with the current vocabulary (unknown -> <unk>)."""
-        if self.level == "char":
-            return self._encode_chars(self._char_codes(text))
-        return torch.tensor(
-            self.vocab.encode(word_tokens(text, line_breaks=self.line_breaks)), dtype=torch.int32
-        )
-
-    def _split_points(self, total: int) -> tuple[int, int]:
-        val, test = (max(2, int(total * fraction)) for fraction in self.fractions)
-        return total - val - test, total - test
+            codes = char_codes(text[: self.max_tokens] if self.max_tokens else text)
+            train_end, val_end = stream_split(len(codes), *self.fractions)
+            if self.codec is None:
+                vocab = char_vocab(
+                    codes[:train_end], max_vocab=self.max_vocab, min_count=self.min_count
+                )
+                self.codec = BookCodec(self.tokenizer, vocab)
+            return self.codec.encode_chars(codes), train_end, val_end
+        tokens = self.tokenizer(text)[: self.max_tokens]
+        train_end, val_end = stream_split(len(tokens), *self.fractions)
+        if self.codec is None:
+            vocab = Vocab.build(
+                [tokens[:train_end]],
+                max_size=self.max_vocab,
+                min_count=self.min_count,
+                specials=SPECIALS,
+            )
+            self.codec = BookCodec(self.tokenizer, vocab)
+        return torch.tensor(self.codec.vocab.encode(tokens), dtype=torch.int32), train_end, val_end
 
     def build_splits(self) -> None:
-        files = self.files()
-        text = self.read_text(files)
-        if self.level == "char":
-            codes = self._char_codes(text[: self.max_tokens] if self.max_tokens else text)
-            train_end, val_end = self._split_points(len(codes))
-            if self.vocab is None:
-                self.vocab = self._build_char_vocab(codes[:train_end])
-            stream = self._encode_chars(codes)
-        else:
-            tokens = word_tokens(text, line_breaks=self.line_breaks)[: self.max_tokens]
-            train_end, val_end = self._split_points(len(tokens))
-            if self.vocab is None:
-                self.vocab = Vocab.build(
-                    [tokens[:train_end]],
-                    max_size=self.max_vocab,
-                    min_count=self.min_count,
-                    specials=SPECIALS,
-                )
-            stream = torch.tensor(self.vocab.encode(tokens), dtype=torch.int32)
-        del text
+        if self.codec is not None and self.codec.level != self.level:
+            raise DataError(
+                f"checkpoint vocabulary is {self.codec.level}-level but data.level={self.level}"
+            )
+        files = self.files(self.path)
+        stream, train_end, val_end = self._fit_codec(self.read_text(files))
         if train_end < self.seq_len + 1:
             raise DataError(
                 f"{len(stream)} {self.level} tokens in {[str(f) for f in files]}: too few for "
@@ -394,14 +292,14 @@ class BookData(TaskDataModule):
         self.train_set = self._dataset(self.streams["train"], train=True)
         self.val_set = self._dataset(self.streams["val"], train=False)
         self.test_set = self._dataset(self.streams["test"], train=False)
-        unk = self.vocab.unk_id
+        unk = self.codec.vocab.unk_id
         log.info(
             "%d %s tokens from %d file(s), vocabulary %d (<unk> %.2f%%), %.1f MB as %s, "
             "split %d/%d/%d",
             len(stream),
             self.level,
             len(files),
-            len(self.vocab),
+            len(self.codec.vocab),
             100 * float((stream == unk).float().mean()),
             self.memory_bytes() / 1e6,
             stream.dtype,
@@ -454,86 +352,7 @@ class BookData(TaskDataModule):
             return self._track_loader(self.test_set)
         return super().test_dataloader()
 
-    # Model sizes and checkpoint state ----------------------------------------------------------
-    def _require_vocab(self) -> Vocab:
-        if self.vocab is None:
-            raise RuntimeError("BookData has no vocabulary yet: call setup() or load_state_dict()")
-        return self.vocab
-
-    def model_kwargs(self) -> dict:
-        return {"vocab_size": len(self._require_vocab())}
-
-    def state_dict(self) -> dict:
-        return {"level": self.level, "vocab": self._require_vocab().to_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        if state.get("level", self.level) != self.level:
-            raise DataError(
-                f"checkpoint vocabulary is {state['level']}-level but data.level={self.level}"
-            )
-        self.vocab = Vocab.from_dict(state["vocab"])
-
-    # Predict interface -------------------------------------------------------------------------
-    def encode_input(self, text: str) -> dict[str, Tensor]:
-        """A prompt -> {"tokens" (T,), "lengths" ()}. Unknown words/chars are read as <unk>,
-        with a note on stderr; an empty prompt is an InputError."""
-        vocab = self._require_vocab()
-        text = unescape_line_breaks(text)
-        if self.lowercase:
-            text = text.lower()
-        tokens = self.tokenize(text)
-        if not tokens or not text.strip():
-            raise InputError("empty prompt: type some text for the model to continue")
-        unknown = sorted({t for t in tokens if t not in vocab and t != UNK})
-        if unknown:
-            shown = ", ".join(quote(t) for t in unknown[:10])
-            more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
-            log.warning(
-                "note: %s%s not in the %s vocabulary; read as <unk>", shown, more, self.level
-            )
-        ids = torch.tensor(vocab.encode(tokens), dtype=torch.long)
-        return {"tokens": ids, "lengths": torch.tensor(len(ids))}
-
-    def _detokenizer(self, previous_id: int | None) -> Detokenizer | None:
-        if self.level == "char":
-            return None
-        previous = None if previous_id is None else self.vocab.itos[previous_id]
-        return Detokenizer(previous)
-
-    def stream_text(self, prompt_last: int, token_steps: Iterable[Tensor]) -> Iterator[str]:
-        """Pieces of text as tokens arrive (one row): joined, they equal the decoded answer
-        with real line breaks. `prompt_last` is the prompt's last token id (for spacing)."""
-        vocab = self._require_vocab()
-        detokenizer = self._detokenizer(prompt_last)
-        started = False
-        for step in token_steps:
-            index = int(step.reshape(-1)[0])
-            token = vocab.itos[index]
-            if token == PAD:
-                continue
-            piece = token if detokenizer is None else detokenizer.feed(token)
-            if not started:
-                piece = piece.lstrip(" ")
-                started = bool(piece)
-            if piece:
-                yield piece
-
-    def decode_output(self, output: dict[str, Tensor]) -> list[str]:
-        """Generated tokens (B, L) -> one line each (line breaks written as \\n)."""
-        texts = []
-        for last, row in zip(output["prompt_last"].tolist(), output["tokens"]):
-            text = "".join(self.stream_text(last, row.unsqueeze(1)))
-            texts.append(escape_line_breaks(text))
-        return texts
-
-    def decode_ids(self, ids: Iterable[int]) -> str:
-        """Token ids -> text (for prompts and true continuations)."""
-        tokens = self._require_vocab().decode(ids, stop_at_eos=False)
-        if self.level == "char":
-            return "".join(tokens)
-        detokenizer = Detokenizer()
-        return "".join(detokenizer.feed(token) for token in tokens)
-
+    # Samples and a user's test set ------------------------------------------------------------
     def sample_pairs(self, split: str, count: int) -> list[tuple[str, str]]:
         """One fixed prompt from the start of the split's first paragraph and its true
         continuation (`sample_length` tokens): the model's sample is compared by eye."""
@@ -542,25 +361,22 @@ class BookData(TaskDataModule):
         start = self._paragraph_start(stream, limit=len(stream) - prompt_len - 1)
         prompt = stream[start : start + prompt_len].tolist()
         truth = stream[start + prompt_len : start + prompt_len + self.sample_length].tolist()
-        prompt_text = self.decode_ids(prompt)
-        truth_text = "".join(self.stream_text(prompt[-1], torch.tensor(truth).unsqueeze(1)))
-        pairs = [(escape_line_breaks(prompt_text), escape_line_breaks(truth_text))]
-        return pairs[:count]
+        truth_text = "".join(self.codec.pieces(prompt[-1], truth))
+        return [(self.codec.text_of(prompt), escape_line_breaks(truth_text))][:count]
 
     def _paragraph_start(self, stream: Tensor, limit: int) -> int:
         """Index just after the first paragraph break (before `limit`), else 0."""
         head = stream[: max(0, limit)]
         if self.level == "word":
-            breaks = (head == self.vocab.stoi.get(PARAGRAPH, -1)).nonzero()
+            breaks = (head == self.codec.vocab.stoi.get(PARAGRAPH, -1)).nonzero()
             return int(breaks[0]) + 1 if len(breaks) else 0
-        newline = self.vocab.stoi.get("\n", -1)
+        newline = self.codec.vocab.stoi.get("\n", -1)
         blank = ((head[:-1] == newline) & (head[1:] == newline)).nonzero()
         return int(blank[0]) + 2 if len(blank) else 0
 
-    def read_test_file(self, path: Path) -> Dataset:
-        """All of a text file (cleaned like the training books) as the test stream."""
-        text = self.read_text([path])
-        stream = self.encode_text(text)
+    def read_test_set(self, path: str | Sequence[str]) -> Dataset:
+        """All of the books at `path` (cleaned like the training books) as the test stream."""
+        stream = self.codec.encode_text(self.read_text(self.files(path)))
         if len(stream) < 2:
             raise DataError(f"{path} has fewer than 2 {self.level} tokens: nothing to evaluate")
         self.streams["test"] = stream

@@ -18,12 +18,11 @@ all replies of a question are its references.
 
 from __future__ import annotations
 
-import html
 import logging
-import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from rnnlab.codecs.chat import ChatCodec
 from rnnlab.data.download import DownloadError, check_gzip, download
 from rnnlab.data.readers import (
     CorpusError,
@@ -31,9 +30,9 @@ from rnnlab.data.readers import (
     read_conversation_pairs,
     read_lines,
 )
-from rnnlab.data.text import detokenize
-from rnnlab.data.translate import TranslationData
-from rnnlab.errors import DataError, quote, require
+from rnnlab.data.text import Tokenizer, detokenize
+from rnnlab.data.translate import Pair, TranslationData
+from rnnlab.errors import DataError, require, require_one_of, require_positive
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +63,8 @@ def detect_format(path: Path, probe_lines: int = 2000) -> str:
 class ChatData(TranslationData):
     """(tweet, reply) pairs as `src_tokens`/`tgt_tokens` batches over one shared vocabulary."""
 
+    codec_class = ChatCodec
+
     def __init__(
         self,
         path: str | Sequence[str] | None = None,
@@ -83,12 +84,8 @@ class ChatData(TranslationData):
         bucket_batches: int | None = 50,
         **loader_options,
     ):
-        require(format in FORMATS, "data.format", f"must be one of {FORMATS}, got {format!r}")
-        require(
-            max_question_length >= 1,
-            "data.max_question_length",
-            f"must be positive, got {max_question_length}",
-        )
+        require_one_of(format, FORMATS, "data.format")
+        require_positive(max_question_length, "data.max_question_length")
         require(
             1 <= min_answer_length <= max_answer_length,
             "data.min_answer_length",
@@ -114,10 +111,7 @@ class ChatData(TranslationData):
             **loader_options,
         )
         self.format = format
-        self.whitelist = whitelist
-        self._outside_whitelist = (
-            re.compile(f"[^{re.escape(whitelist)}]") if whitelist is not None else None
-        )
+        self.tokenizer = Tokenizer("sentence", lowercase=lowercase, html=True, whitelist=whitelist)
         self.max_question_length = max_question_length
         self.min_answer_length = min_answer_length
         self.max_answer_length = max_answer_length
@@ -140,9 +134,10 @@ class ChatData(TranslationData):
             self._download()
 
     def _files(self) -> list[Path]:
-        if not self.path:
-            return [self._download()]
-        paths = [self.path] if isinstance(self.path, (str, Path)) else list(self.path)
+        return self._path_files(self.path) if self.path else [self._download()]
+
+    def _path_files(self, path: str | Sequence[str]) -> list[Path]:
+        paths = [path] if isinstance(path, (str, Path)) else list(path)
         files = [Path(p).expanduser() for p in paths]
         for file in files:
             if not file.is_file():
@@ -172,14 +167,6 @@ class ChatData(TranslationData):
         except CorpusError as error:
             raise DataError(str(error)) from None
 
-    def tokens(self, text: str) -> list[str]:
-        text = html.unescape(text)
-        if self.lowercase:
-            text = text.lower()
-        if self._outside_whitelist is not None:
-            text = self._outside_whitelist.sub(" ", text)
-        return super().tokens(text)
-
     def _reject(self, src: list[str], tgt: list[str]) -> str | None:
         if len(src) > self.max_question_length:
             return "data.max_question_length"
@@ -189,34 +176,13 @@ class ChatData(TranslationData):
             return "data.min_answer_length"
         return None
 
-    def _build_vocabs(self, train: list[tuple[str, list[str], list[str]]]) -> None:
+    def _fit_codec(self, train: list[Pair]) -> ChatCodec:
+        """One vocabulary over both sides of the training split."""
         sides = [src for _, src, _ in train] + [tgt for _, _, tgt in train]
-        self.src_vocab = self.tgt_vocab = self._build_vocab(sides, self.src_vocab_size)
+        vocab = self._build_vocab(sides, self.src_vocab_size)
+        return ChatCodec(self.tokenizer, vocab, vocab)
 
-    # Predict interface -------------------------------------------------------------------------
-    def encode_input(self, text: str) -> dict:
-        """A prompt the model can read. Empty or all-unknown prompts still get a reply (from
-        <unk>), with a note on stderr saying why it will be a guess."""
-        words = self.tokens(text)
-        if not words:
-            log.warning("note: empty prompt (after cleaning %s): replying to <unk>", quote(text))
-            words = [self.src_vocab.itos[self.src_vocab.unk_id]]
-        elif all(word not in self.src_vocab.stoi for word in words):
-            log.warning(
-                "note: no word of %s is in the %d-word vocabulary: the reply is a guess",
-                quote(text.strip()),
-                len(self.src_vocab),
-            )
-        if len(words) > self.max_source_len:
-            log.warning(
-                "prompt has %d tokens; the model was trained on at most %d: reading the first %d",
-                len(words),
-                self.max_source_len,
-                self.max_source_len,
-            )
-            words = words[: self.max_source_len]
-        return self._encode_source(words)
-
+    # Samples -------------------------------------------------------------------------------------
     def sample_pairs(self, split: str, count: int) -> list[tuple[str, str | None]]:
         """(prompt, a reference reply or None); for "val", the book's prompts come first, each
         `REPLIES_PER_PROMPT` times (with sampling, that many different replies)."""

@@ -1,20 +1,14 @@
 """MNIST (or Fashion-MNIST) read as sequences (seed 004): each 28x28 image is 28 steps of 28 pixels.
 
 Images stay uint8 (N, H, W) in memory (60k MNIST images are 47 MB, not 188 MB as floats); each
-batch is scaled to [0, 1] and laid out as a sequence when it is sliced:
-
-    rows     (B, H, W)      H steps of a W-pixel row (the Keras example)
-    columns  (B, W, H)      W steps of an H-pixel column
-    pixels   (B, H*W, 1)    one pixel per step (sequential MNIST: a hard long-range task)
+batch is scaled to [0, 1] and laid out as a sequence (`data.layout`: rows, columns or pixels,
+`rnnlab.codecs.mnist.to_sequence`) when it is sliced.
 
 `data.path` is a folder of IDX files (gzipped or raw). With the train pair in it, train/val come
 from train and test is t10k; with only one pair (the shared folder has only t10k) that pair is
-split by seed into train/val/test. Without `data.path` the four files are downloaded into
+split by seed into train/val/test (`split_by_group`, each image its own group). Without `data.path` the four files are downloaded into
 `<cache_dir>/mnist` (or `fashion_mnist`) and checked against their published MD5s and pinned
-SHA-256s.
-
-Predicting reads image files: greyscale, resized to the training size, inverted when the
-background is light (MNIST is white ink on black), scaled to [0, 1].
+SHA-256s. Predicting reads image files (`rnnlab.codecs.mnist.ImageCodec`).
 """
 
 from __future__ import annotations
@@ -22,20 +16,23 @@ from __future__ import annotations
 import shutil
 import tempfile
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch import Tensor
 
+from rnnlab.codecs.mnist import CLASSES, LAYOUTS, ImageCodec, to_sequence
 from rnnlab.data.base import TaskDataModule
 from rnnlab.data.batching import TensorBatchDataset
 from rnnlab.data.download import DownloadError, check_gzip, download
 from rnnlab.data.readers import CorpusError, read_idx
-from rnnlab.errors import DataError, InputError, quote, require
+from rnnlab.data.splits import check_fractions, split_by_group
+from rnnlab.errors import DataError, require, require_one_of
 
-LAYOUTS = ("rows", "columns", "pixels")
+SPLITS = ("train", "val", "test")
 # IDX file stems of each part; a file may carry a .gz suffix or none.
 PARTS = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -45,12 +42,11 @@ PARTS = {
 
 @dataclass(frozen=True)
 class Variant:
-    """Where a dataset is published and what its labels mean."""
+    """Where a dataset is published (its class names: `rnnlab.codecs.mnist.CLASSES`)."""
 
     folder: str  # under cache_dir
     mirror: str  # base URL of the .gz files
     md5: dict[str, str]  # published MD5 of each .gz file
-    classes: tuple[str, ...]
     sha256: dict[str, str] = field(default_factory=dict)  # pinned SHA-256 of each .gz file
 
 
@@ -64,7 +60,6 @@ VARIANTS = {
             "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
             "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
         },
-        classes=tuple("0123456789"),
         sha256={
             "train-images-idx3-ubyte.gz": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
             "train-labels-idx1-ubyte.gz": "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
@@ -81,18 +76,6 @@ VARIANTS = {
             "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
             "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
         },
-        classes=(
-            "T-shirt/top",
-            "Trouser",
-            "Pullover",
-            "Dress",
-            "Coat",
-            "Sandal",
-            "Shirt",
-            "Sneaker",
-            "Bag",
-            "Ankle boot",
-        ),
         sha256={
             "train-images-idx3-ubyte.gz": "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
             "train-labels-idx1-ubyte.gz": "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
@@ -101,16 +84,6 @@ VARIANTS = {
         },
     ),
 }
-
-
-def to_sequence(images: Tensor, layout: str) -> Tensor:
-    """uint8 images (B, H, W) -> float sequences in [0, 1]: (B, H, W), (B, W, H) or (B, H*W, 1)."""
-    pixels = images.float() / 255.0
-    if layout == "columns":
-        return pixels.transpose(1, 2).contiguous()
-    if layout == "pixels":
-        return pixels.reshape(len(pixels), -1, 1)
-    return pixels
 
 
 class ImageBatches(TensorBatchDataset):
@@ -165,7 +138,7 @@ def read_pair(images_path: Path, labels_path: Path, num_classes: int) -> tuple[T
 class MnistRowsData(TaskDataModule):
     """Handwritten digits (or Fashion-MNIST items) as pixel sequences -> 10 classes."""
 
-    answer_separator = " → "
+    codec_class = ImageCodec
 
     def __init__(
         self,
@@ -180,20 +153,16 @@ class MnistRowsData(TaskDataModule):
         **loader_options,
     ):
         super().__init__(**loader_options)
-        require(variant in VARIANTS, "data.variant", f"must be one of {sorted(VARIANTS)}")
-        require(layout in LAYOUTS, "data.layout", f"must be one of {LAYOUTS}, got {layout!r}")
+        require_one_of(variant, tuple(VARIANTS), "data.variant")
+        require_one_of(layout, LAYOUTS, "data.layout")
         require(
             train_size is None or train_size > 0,
             "data.train_size",
             f"must be a positive integer or null (all), got {train_size}",
         )
-        require(0 < val_fraction < 1, "data.val_fraction", f"must be in (0, 1), got {val_fraction}")
-        require(
-            0 <= test_fraction < 1 and val_fraction + test_fraction < 1,
-            "data.test_fraction",
-            f"must be in [0, 1) with val_fraction + test_fraction < 1, got {test_fraction}",
-        )
+        check_fractions(val_fraction, test_fraction)
         self.path = path
+        self.variant_name = variant
         self.variant = VARIANTS[variant]
         self.layout = layout
         self.train_size = train_size
@@ -201,19 +170,11 @@ class MnistRowsData(TaskDataModule):
         self.test_fraction = test_fraction
         self.cache_dir = Path(cache_dir)
         self.mirror = mirror or self.variant.mirror
-        self.image_shape = (28, 28)  # replaced by the data's own (or the checkpoint's) shape
         self._sample_dir: Path | None = None
 
     def model_kwargs(self) -> dict:
-        height, width = self.image_shape
-        features = {"rows": width, "columns": height, "pixels": 1}[self.layout]
-        return {"input_size": features, "num_classes": len(self.variant.classes)}
-
-    def state_dict(self) -> dict:
-        return {"image_shape": list(self.image_shape)}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.image_shape = tuple(state.get("image_shape", self.image_shape))
+        """Before setup() reads the images, MNIST's shape: model sizes are known without data."""
+        return (self.codec or ImageCodec(self.variant_name, self.layout)).model_kwargs()
 
     # Files -------------------------------------------------------------------------------------
     def download_folder(self) -> Path:
@@ -237,103 +198,51 @@ class MnistRowsData(TaskDataModule):
                 ) from None
         return folder
 
-    def _folder(self) -> Path:
-        if self.path is None:
+    def _folder(self, path: str | None) -> Path:
+        if path is None:
             folder = self.download_folder()
             if find_part(folder, "train") and find_part(folder, "t10k"):
                 return folder
             return self._download()
-        folder = Path(self.path).expanduser()
+        folder = Path(path).expanduser()
         if not folder.is_dir():
             raise DataError(
-                f"data.path={self.path} is not a folder; point it at the folder holding "
+                f"data.path={path} is not a folder; point it at the folder holding "
                 f"{PARTS['t10k'][0]}.gz and friends (or leave it null to download them)"
             )
         return folder
 
     def _read(self, part: tuple[Path, Path]) -> tuple[Tensor, Tensor]:
-        return read_pair(*part, num_classes=len(self.variant.classes))
+        return read_pair(*part, num_classes=len(CLASSES[self.variant_name]))
 
     # Splits ------------------------------------------------------------------------------------
     def build_splits(self) -> None:
-        folder = self._folder()
+        folder = self._folder(self.path)
         train_part, test_part = find_part(folder, "train"), find_part(folder, "t10k")
-        generator = torch.Generator().manual_seed(self.seed)
-        if train_part and test_part:
-            images, labels = self._read(train_part)
-            test_images, test_labels = self._read(test_part)
-            order = torch.randperm(len(images), generator=generator)
-            num_val = round(len(images) * self.val_fraction)
-            splits = {
-                "val": (images, labels, order[:num_val].sort().values),
-                "train": (images, labels, order[num_val:]),
-                "test": (test_images, test_labels, torch.arange(len(test_images))),
-            }
-        elif train_part or test_part:
-            images, labels = self._read(train_part or test_part)
-            order = torch.randperm(len(images), generator=generator)
-            num_test = round(len(images) * self.test_fraction)
-            num_val = round(len(images) * self.val_fraction)
-            splits = {
-                "test": (images, labels, order[:num_test].sort().values),
-                "val": (images, labels, order[num_test : num_test + num_val].sort().values),
-                "train": (images, labels, order[num_test + num_val :]),
-            }
-        else:
+        if not (train_part or test_part):
             names = ", ".join(f"{stem}[.gz]" for stems in PARTS.values() for stem in stems)
             raise DataError(f"{folder} holds no MNIST IDX files: expected {names}")
-        for split, (split_images, split_labels, index) in splits.items():
-            if split == "train" and self.train_size is not None:
-                index = index[: self.train_size]
-            if len(index) == 0:
-                raise DataError(
-                    f"the {split} split of {folder} is empty: too few images for "
-                    "data.val_fraction/data.test_fraction"
-                )
-            dataset = ImageBatches(split_images[index], split_labels[index].long(), self.layout)
+        # With both parts, t10k is the test set; one part alone is split three ways.
+        images, labels = self._read(train_part or test_part)
+        test_share = 0 if train_part and test_part else self.test_fraction
+        splits = split_by_group(range(len(images)), self.val_fraction, test_share, self.seed)
+        index = {name: [i for i, split in enumerate(splits) if split == name] for name in SPLITS}
+        if self.train_size is not None:
+            index["train"] = index["train"][: self.train_size]
+        for split, rows in index.items():
+            dataset = ImageBatches(images[rows], labels[rows].long(), self.layout)
             setattr(self, f"{split}_set", dataset)
-        self.image_shape = tuple(self.train_set.tensors["images"].shape[1:])
+        if train_part and test_part:
+            test_images, test_labels = self._read(test_part)
+            self.test_set = ImageBatches(test_images, test_labels.long(), self.layout)
+        if self.codec is None:
+            shape = tuple(self.train_set.tensors["images"].shape[1:])
+            self.codec = ImageCodec(self.variant_name, self.layout, shape)
 
-    # Predict interface -------------------------------------------------------------------------
-    def encode_input(self, text: str) -> dict[str, Tensor]:
-        """An image file path -> {"inputs": (T, F)}: greyscale, resized, ink light on dark."""
-        text = text.strip()
-        if not text:
-            raise InputError("empty input: give the path of an image file, e.g. digit.png")
-        path = Path(text).expanduser()
-        try:  # a whole pasted line is no path: is_file() raises "File name too long"
-            is_file = path.is_file()
-        except OSError:
-            is_file = False
-        if not is_file:
-            raise InputError(f"{quote(str(path))}: no such image file")
-        try:
-            with Image.open(path) as image:
-                image = image.convert("L")
-        except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as error:
-            raise InputError(f"{quote(str(path))}: cannot read it as an image ({error})") from None
-        height, width = self.image_shape
-        if image.size != (width, height):
-            image = image.resize((width, height), Image.Resampling.LANCZOS)
-        pixels = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
-        pixels = pixels.reshape(height, width)
-        if pixels.float().mean() > 127:  # dark ink on a light background: make it MNIST-like
-            pixels = 255 - pixels
-        return {"inputs": to_sequence(pixels[None], self.layout)[0]}
-
-    def collate(self, examples: list[dict[str, Tensor]]) -> dict[str, Tensor]:
-        return {"inputs": torch.stack([example["inputs"] for example in examples])}
-
-    def decode_output(self, output: dict[str, Tensor]) -> list[str]:
-        probs, classes = output["probs"].max(-1)
-        return [
-            f"{self.variant.classes[c]} (p={p:.2f})"
-            for p, c in zip(probs.tolist(), classes.tolist())
-        ]
-
+    # Samples and a user's test set ------------------------------------------------------------
     def sample_pairs(self, split: str, count: int) -> list[tuple[str, str]]:
         """The split's first images, written once as PNG files into a private temp folder, so
-        samples go through the same file -> encode_input path as a user's `image=digit.png`."""
+        samples go through the same file -> codec path as a user's `image=digit.png`."""
         dataset = {"train": self.train_set, "val": self.val_set}.get(split, self.test_set)
         if self._sample_dir is None:
             self._sample_dir = Path(tempfile.mkdtemp(prefix="rnnlab-mnist-samples-"))
@@ -347,23 +256,32 @@ class MnistRowsData(TaskDataModule):
             if not file.exists():
                 height, width = image.shape
                 Image.frombytes("L", (width, height), bytes(image.flatten().tolist())).save(file)
-            pairs.append((str(file), self.variant.classes[label]))
+            pairs.append((str(file), CLASSES[self.variant_name][label]))
         return pairs
 
-    def read_test_file(self, path: Path) -> TensorBatchDataset:
-        """An IDX images file; its labels are the matching `...labels-idx1-ubyte[.gz]` beside it."""
-        if "images-idx3-ubyte" not in path.name:
-            raise DataError(
-                f"{path}: evaluate expects an IDX images file named like "
-                "t10k-images-idx3-ubyte[.gz], with its labels file beside it"
-            )
-        labels_path = path.with_name(path.name.replace("images-idx3-ubyte", "labels-idx1-ubyte"))
-        if not labels_path.is_file():
-            raise DataError(f"{path}: its labels file {labels_path} does not exist")
-        images, labels = self._read((path, labels_path))
-        if tuple(images.shape[1:]) != tuple(self.image_shape):
+    def read_test_set(self, path: str | Sequence[str]) -> TensorBatchDataset:
+        """A folder of IDX files (every pair in it), or one IDX images file with its labels
+        file (`...labels-idx1-ubyte[.gz]`) beside it."""
+        file = Path(str(path)).expanduser()
+        if file.is_file():
+            if "images-idx3-ubyte" not in file.name:
+                raise DataError(
+                    f"{file}: evaluate expects a folder of IDX files or an IDX images file named "
+                    "like t10k-images-idx3-ubyte[.gz], with its labels file beside it"
+                )
+            labels = file.with_name(file.name.replace("images-idx3-ubyte", "labels-idx1-ubyte"))
+            if not labels.is_file():
+                raise DataError(f"{file}: its labels file {labels} does not exist")
+            parts = [(file, labels)]
+        else:
+            folder = self._folder(str(path))
+            parts = [part for name in PARTS if (part := find_part(folder, name))]
+            if not parts:
+                raise DataError(f"{folder} holds no MNIST IDX files")
+        images, labels = (torch.cat(tensors) for tensors in zip(*map(self._read, parts)))
+        if tuple(images.shape[1:]) != tuple(self.codec.image_shape):
             raise DataError(
                 f"{path}: images are {tuple(images.shape[1:])}, the model was trained on "
-                f"{tuple(self.image_shape)}"
+                f"{tuple(self.codec.image_shape)}"
             )
         return ImageBatches(images, labels.long(), self.layout)

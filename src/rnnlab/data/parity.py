@@ -8,24 +8,23 @@ Training strings may have lengths drawn from 1..L (`variable_length`), which is 
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
+from rnnlab.codecs.parity import TARGETS, ParityCodec
 from rnnlab.data.base import TaskDataModule
 from rnnlab.data.batching import TensorBatchDataset
-from rnnlab.data.vocab import PAD, Vocab
-from rnnlab.errors import ConfigError, InputError, require
+from rnnlab.errors import ConfigError, require_one_of, require_positive
 
-TARGETS = ("parity", "count")
 _EXACT_CODES_MAX_LENGTH = 62  # strings up to this length have an exact int64 code
 
 
 class ParityData(TaskDataModule):
     """Bit strings -> parity (or count of ones)."""
 
-    answer_separator = " → "
+    codec_class = ParityCodec
 
     def __init__(
         self,
@@ -38,14 +37,14 @@ class ParityData(TaskDataModule):
         **loader_options,
     ):
         super().__init__(**loader_options)
-        require(length > 0, "data.length", f"must be a positive integer, got {length}")
-        require(target in TARGETS, "data.target", f"must be one of {TARGETS}, got {target!r}")
+        require_positive(length, "data.length")
+        require_one_of(target, TARGETS, "data.target")
         for key, size in (
             ("train_size", train_size),
             ("val_size", val_size),
             ("test_size", test_size),
         ):
-            require(size > 0, f"data.{key}", f"must be a positive integer, got {size}")
+            require_positive(size, f"data.{key}")
         if length <= _EXACT_CODES_MAX_LENGTH and 2**length < 2 * (val_size + test_size):
             raise ConfigError(
                 f"data.length={length} has only {2**length} distinct strings, too few for "
@@ -56,11 +55,7 @@ class ParityData(TaskDataModule):
         self.sizes = {"train": train_size, "val": val_size, "test": test_size}
         self.target = target
         self.variable_length = variable_length
-        self.vocab = Vocab("01", specials=(PAD,))
-
-    def model_kwargs(self) -> dict:
-        num_classes = 2 if self.target == "parity" else self.length + 1
-        return {"vocab_size": len(self.vocab), "num_classes": num_classes, "pad_id": 0}
+        self.codec: ParityCodec = ParityCodec(length, target)
 
     # Generation ------------------------------------------------------------------------------
     def _draw(
@@ -124,28 +119,7 @@ class ParityData(TaskDataModule):
         self.test_set = self._dataset(held[self.sizes["val"] :], full[self.sizes["val"] :])
         self.train_set = self._dataset(*self._training(self.sizes["train"], held_codes, generator))
 
-    # Predict interface -------------------------------------------------------------------------
-    def _answer(self, count: int) -> str:
-        return str(count % 2) if self.target == "parity" else f"{count % 2} ({count} ones)"
-
-    def encode_input(self, text: str) -> dict[str, Tensor]:
-        text = text.strip()
-        if not text:
-            raise InputError("empty input: type a string of 0s and 1s, e.g. 0110")
-        bad = next((i for i, ch in enumerate(text) if ch not in "01"), None)
-        if bad is not None:
-            raise InputError(
-                f"character {text[bad]!r} at position {bad + 1} is not a bit: type only 0s and 1s"
-            )
-        bits = torch.tensor([int(ch) for ch in text])
-        return {"inputs": bits + 1, "lengths": torch.tensor(len(text)), "targets": bits.sum()}
-
-    def decode_output(self, output: dict[str, Tensor]) -> list[str]:
-        classes = output["probs"].argmax(-1).tolist()
-        if self.target == "parity":
-            return [str(c) for c in classes]
-        return [self._answer(c) for c in classes]
-
+    # Samples and a user's test set ------------------------------------------------------------
     def sample_pairs(self, split: str, count: int) -> list[tuple[str, str]]:
         dataset = self.val_set if split == "val" else self.test_set
         pairs = []
@@ -153,11 +127,12 @@ class ParityData(TaskDataModule):
             dataset.tensors["inputs"][:count], dataset.tensors["lengths"][:count]
         ):
             bits = "".join(str(int(t) - 1) for t in row[: int(length)])
-            pairs.append((bits, self._answer(bits.count("1"))))
+            pairs.append((bits, self.codec.answer(bits.count("1"))))
         return pairs
 
-    def read_test_file(self, path: Path) -> TensorBatchDataset:
-        """Each non-empty line is a bit string; its true parity (or count) is computed."""
+    def read_test_set(self, path: str | Sequence[str]) -> TensorBatchDataset:
+        """Each non-empty line of a file is a bit string; its true parity (or count) is
+        computed."""
         batch = self._encode_lines(path)
         if self.target == "parity":
             batch["targets"] = batch["targets"] % 2

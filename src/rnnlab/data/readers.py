@@ -17,7 +17,7 @@ import math
 import os
 import zipfile
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import IO, Union
 
 import torch
@@ -290,6 +290,28 @@ def read_moses_zip(
         raise CorpusError(f"{name}: not a valid zip archive ({exc}); {redownload}") from exc
     except (zlib.error, EOFError) as exc:
         raise CorpusError(f"{name}: corrupt zip member data ({exc}); {redownload}") from exc
+
+
+def read_pair_files(
+    files: Sequence[PathLike],
+    *,
+    source_lang: str = "es",
+    target_lang: str = "en",
+    source_column: int = 1,
+    target_column: int = 0,
+    limit: int | None = None,
+) -> Iterator[tuple[str, str]]:
+    """``(source, target)`` from sentence-pair files of a format detected by their number and
+    content: two files are a Moses pair (source first), a zip an OPUS Moses zip, else a TSV."""
+    if len(files) == 2:
+        yield from read_moses_pairs(files[0], files[1], limit=limit)
+    elif zipfile.is_zipfile(files[0]):
+        yield from read_moses_zip(
+            files[0], source_lang=source_lang, target_lang=target_lang, limit=limit
+        )
+    else:
+        columns = {"source_column": source_column, "target_column": target_column}
+        yield from read_tsv_pairs(files[0], **columns, limit=limit)
 
 
 def read_alternating_pairs(path: PathLike) -> Iterator[tuple[str, str]]:

@@ -11,9 +11,9 @@ Two corpora, told apart by their layout (`format: auto`):
 Without `data.path` the archive is downloaded into `cache_dir` and extracted there (members may
 not leave the target folder). Splits are drawn by seed over *groups* of identical sentences
 (compared case-insensitively), so a sentence never appears in two splits. The vocabulary is
-built from the training split only and saved in checkpoints; unknown words map to `<unk>`.
-Texts longer than `max_length` tokens keep their last `max_length` tokens, as Keras'
-`pad_sequences` does (the verdict of a review tends to be at its end).
+built from the training split only and kept by the codec (`rnnlab.codecs.sentiment`), which
+also cuts texts longer than `keep_last_tokens` tokens to their last `keep_last_tokens` tokens
+(`max_length`, the old name, still works for one release, with a deprecation message).
 """
 
 from __future__ import annotations
@@ -28,19 +28,19 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from torch import Tensor
 
+from rnnlab.codecs.sentiment import LABELS, SentimentCodec
 from rnnlab.data.base import TaskDataModule
-from rnnlab.data.batching import TensorBatchDataset, pad_collate
+from rnnlab.data.batching import TensorBatchDataset
 from rnnlab.data.download import DownloadError, check_gzip, check_zip, download, move_aside
 from rnnlab.data.readers import CorpusError, read_labelled_sentences
-from rnnlab.data.vocab import PAD, UNK, Vocab
-from rnnlab.errors import DataError, InputError, require
+from rnnlab.data.splits import check_fractions, split_by_group
+from rnnlab.data.text import Tokenizer
+from rnnlab.errors import DataError, require, require_one_of, require_positive
 
 log = logging.getLogger(__name__)
 
 FORMATS = ("auto", "uci", "aclimdb")
-LABELS = ("negative", "positive")
 SPLITS = ("train", "val", "test")
 
 UCI_URL = "https://archive.ics.uci.edu/static/public/331/sentiment+labelled+sentences.zip"
@@ -52,17 +52,9 @@ SHA256 = {
     ACLIMDB_URL: "c40f74a18d3b61f90feba1e17730e0d38e8b97c05fde7008942e91923d1658fe",
 }
 
-# A word (letters/digits, with inner apostrophes: "didn't") or any single other visible character.
-_TOKEN = re.compile(r"\w+(?:'\w+)*|[^\w\s]")
 _HTML_BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)  # aclImdb reviews use <br /> for newlines
 
 Example = tuple[str, int]  # (text, label 0/1)
-
-
-def tokenize(text: str, lowercase: bool = True) -> list[str]:
-    """Words and punctuation marks as separate tokens; any Unicode whitespace (U+0085 too)
-    separates. "Great food, didn't wait!" -> great food , didn't wait !"""
-    return _TOKEN.findall(text.lower() if lowercase else text)
 
 
 def group_key(text: str) -> str:
@@ -150,33 +142,21 @@ def _extract_safely(archive: Path, target: Path) -> None:
     os.replace(staging, target)
 
 
-# Splitting and encoding ------------------------------------------------------------------------
-def split_by_group(
-    examples: Sequence[Example], fractions: dict[str, float], generator: torch.Generator
+def split_groups(
+    examples: Sequence[Example], val: float, test: float, seed: int
 ) -> dict[str, list[Example]]:
-    """Assign whole groups of identical sentences to splits; `fractions` of the groups go to each
-    named split in order, the rest to "train"."""
-    groups: dict[str, list[int]] = {}
-    for index, (text, _) in enumerate(examples):
-        groups.setdefault(group_key(text), []).append(index)
-    keys = list(groups)
-    order = torch.randperm(len(keys), generator=generator).tolist()
-    parts: dict[str, list[Example]] = {name: [] for name in (*fractions, "train")}
-    start = 0
-    for name, fraction in fractions.items():
-        count = round(len(keys) * fraction)
-        for position in sorted(order[start : start + count]):
-            parts[name].extend(examples[i] for i in groups[keys[position]])
-        start += count
-    for position in sorted(order[start:]):
-        parts["train"].extend(examples[i] for i in groups[keys[position]])
+    """`split_by_group` over sentences equal up to case and spacing, examples kept in order."""
+    parts: dict[str, list[Example]] = {split: [] for split in SPLITS}
+    keys = [group_key(text) for text, _ in examples]
+    for example, split in zip(examples, split_by_group(keys, val, test, seed)):
+        parts[split].append(example)
     return parts
 
 
 class SentimentData(TaskDataModule):
     """Sentences or reviews -> 0 (negative) / 1 (positive), as word ids with lengths."""
 
-    answer_separator = " → "
+    codec_class = SentimentCodec
 
     def __init__(
         self,
@@ -185,7 +165,8 @@ class SentimentData(TaskDataModule):
         max_features: int | None = 1024,
         min_count: int = 1,
         lowercase: bool = True,
-        max_length: int = 100,
+        keep_last_tokens: int = 100,
+        max_length: int | None = None,
         val_fraction: float = 0.1,
         test_fraction: float = 0.1,
         cache_dir: str = "data",
@@ -193,45 +174,33 @@ class SentimentData(TaskDataModule):
         **loader_options,
     ):
         super().__init__(**loader_options)
-        require(format in FORMATS, "data.format", f"must be one of {FORMATS}, got {format!r}")
+        require_one_of(format, FORMATS, "data.format")
         require(
             max_features is None or max_features > 2,
             "data.max_features",
             f"must be > 2 (it counts <pad> and <unk>) or null, got {max_features}",
         )
         require(min_count >= 1, "data.min_count", f"must be >= 1, got {min_count}")
-        require(max_length > 0, "data.max_length", f"must be a positive integer, got {max_length}")
-        require(0 < val_fraction < 1, "data.val_fraction", f"must be in (0, 1), got {val_fraction}")
-        require(
-            0 < test_fraction < 1 and val_fraction + test_fraction < 1,
-            "data.test_fraction",
-            f"must be in (0, 1) with val_fraction + test_fraction < 1, got {test_fraction}",
-        )
+        if max_length is not None:  # the name until #17: one meaning per option name
+            log.warning(
+                "data.max_length is deprecated for task=sentiment and goes in the next release: "
+                "use data.keep_last_tokens=%s (texts keep their last N tokens)",
+                max_length,
+            )
+            keep_last_tokens = max_length
+        require_positive(keep_last_tokens, "data.keep_last_tokens")
+        check_fractions(val_fraction, test_fraction)
         self.path = path
         self.format = format
         self.max_features = max_features
         self.min_count = min_count
-        self.lowercase = lowercase
-        self.max_length = max_length
+        self.tokenizer = Tokenizer("review", lowercase=lowercase)
+        self.keep_last_tokens = keep_last_tokens
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction
         self.cache_dir = Path(cache_dir)
         self.url = url
-        self.vocab: Vocab | None = None
         self.samples: dict[str, list[Example]] = {}
-        self._known_words: Tensor | None = None  # from `collate`, read by `decode_output`
-
-    def model_kwargs(self) -> dict:
-        if self.vocab is None:
-            raise RuntimeError("SentimentData.setup() (or load_state_dict) must run first")
-        return {"vocab_size": len(self.vocab), "num_classes": 2, "pad_id": self.vocab.pad_id}
-
-    def state_dict(self) -> dict:
-        return {"vocab": self.vocab.to_dict()} if self.vocab is not None else {}
-
-    def load_state_dict(self, state: dict) -> None:
-        if "vocab" in state:
-            self.vocab = Vocab.from_dict(state["vocab"])
 
     # Sources -----------------------------------------------------------------------------------
     def _download(self) -> Path:
@@ -274,9 +243,8 @@ class SentimentData(TaskDataModule):
                     files = files or _uci_files(child)
         return files
 
-    def read_sources(self) -> dict[str, list[Example]]:
+    def read_sources(self, path: str | Sequence[str] | None) -> dict[str, list[Example]]:
         """{"all": [...]} for UCI files, {"train": [...], "test": [...]} for aclImdb."""
-        path = self.path
         if path is None:
             path = str(self._download())
         if not isinstance(path, (str, os.PathLike)):  # a list of files
@@ -304,13 +272,11 @@ class SentimentData(TaskDataModule):
         )
 
     # Splits ------------------------------------------------------------------------------------
-    def tokens(self, text: str) -> list[str]:
-        return tokenize(text, self.lowercase)[-self.max_length :]
-
     def _dataset(self, examples: Sequence[Example], source: str) -> TensorBatchDataset:
         rows, labels = [], []
+        codec = self.codec
         for text, label in examples:
-            ids = self.vocab.encode(self.tokens(text))
+            ids = codec.vocab.encode(codec.tokens(text))
             if ids:
                 rows.append(torch.tensor(ids))
                 labels.append(label)
@@ -324,63 +290,35 @@ class SentimentData(TaskDataModule):
         )
 
     def build_splits(self) -> None:
-        sources = self.read_sources()
-        generator = torch.Generator().manual_seed(self.seed)
+        sources = self.read_sources(self.path)
         if "all" in sources:
-            fractions = {"test": self.test_fraction, "val": self.val_fraction}
-            parts = split_by_group(sources["all"], fractions, generator)
+            parts = split_groups(sources["all"], self.val_fraction, self.test_fraction, self.seed)
         else:  # aclImdb: its own test half; val from its train half; no review in both
-            parts = split_by_group(sources["train"], {"val": self.val_fraction}, generator)
+            parts = split_groups(sources["train"], self.val_fraction, 0, self.seed)
             seen = {group_key(text) for text, _ in parts["train"] + parts["val"]}
             parts["test"] = [ex for ex in sources["test"] if group_key(ex[0]) not in seen]
             dropped = len(sources["test"]) - len(parts["test"])
             if dropped:
                 log.info("dropped %d aclImdb test reviews that also occur in train", dropped)
-        for split in SPLITS:
-            if not parts[split]:
-                raise DataError(
-                    f"the {split} split of data.path={self.path} is empty: too few sentences "
-                    "for data.val_fraction/data.test_fraction"
-                )
-        self.vocab = Vocab.build(
-            (self.tokens(text) for text, _ in parts["train"]),
-            max_size=self.max_features,
-            min_count=self.min_count,
-            specials=(PAD, UNK),
-        )
+        if not parts["test"]:
+            raise DataError(f"data.path={self.path}: every aclImdb test review occurs in train")
+        if self.codec is None:
+            self.codec = SentimentCodec.fit(
+                self.tokenizer,
+                (text for text, _ in parts["train"]),
+                keep_last_tokens=self.keep_last_tokens,
+                max_features=self.max_features,
+                min_count=self.min_count,
+            )
         for split in SPLITS:
             setattr(self, f"{split}_set", self._dataset(parts[split], f"the {split} split"))
             self.samples[split] = parts[split][:64]
 
-    # Predict interface -------------------------------------------------------------------------
-    def encode_input(self, text: str) -> dict[str, Tensor]:
-        tokens = self.tokens(text)
-        if not tokens:
-            raise InputError("empty sentence: type some words, e.g. the food was great")
-        ids = self.vocab.encode(tokens)
-        return {"inputs": torch.tensor(ids), "lengths": torch.tensor(len(ids))}
-
-    def collate(self, examples: list[dict[str, Tensor]]) -> dict[str, Tensor]:
-        batch = pad_collate(examples, pad_id=self.vocab.pad_id)
-        # decode_output only sees the model's probabilities; remember which inputs had no known
-        # word so the answer can say so (predict_texts decodes each batch right after collating).
-        inputs = batch["inputs"]
-        self._known_words = ((inputs != self.vocab.pad_id) & (inputs != self.vocab.unk_id)).sum(1)
-        return batch
-
-    def decode_output(self, output: dict[str, Tensor]) -> list[str]:
-        probs, classes = output["probs"].max(-1)
-        known, self._known_words = self._known_words, None
-        if known is None or len(known) != len(classes):
-            known = torch.ones_like(classes)
-        return [
-            f"{LABELS[c]} (p={p:.2f}{'' if k else '; no known words'})"
-            for p, c, k in zip(probs.tolist(), classes.tolist(), known.tolist())
-        ]
-
+    # Samples and a user's test set ------------------------------------------------------------
     def sample_pairs(self, split: str, count: int) -> list[tuple[str, str]]:
         return [(text, LABELS[label]) for text, label in self.samples.get(split, [])[:count]]
 
-    def read_test_file(self, path: Path) -> TensorBatchDataset:
-        """A UCI-format file (`sentence<TAB>label` lines, optional header)."""
-        return self._dataset(read_uci([path]), str(path))
+    def read_test_set(self, path: str | Sequence[str]) -> TensorBatchDataset:
+        """Every example of `path` (UCI files or folders, an aclImdb folder: both halves)."""
+        examples = [example for part in self.read_sources(path).values() for example in part]
+        return self._dataset(examples, f"data.path={path}")

@@ -14,12 +14,7 @@ from torch import Tensor, nn
 from rnnlab.errors import require
 from rnnlab.models.decoding import iter_sample, sample_decode
 from rnnlab.models.output_layer import OutputLayer, make_output_layer
-from rnnlab.models.rnn import State, make_rnn, run_rnn
-
-
-def map_state(state: State, fn) -> State:
-    """Apply `fn` to h, or to h and c of an LSTM state."""
-    return tuple(fn(s) for s in state) if isinstance(state, tuple) else fn(state)
+from rnnlab.models.rnn import State, make_rnn, map_state, run_rnn
 
 
 def detach_state(state: State | None) -> State | None:

@@ -7,6 +7,8 @@ slower but readable and able to record hidden states and gates.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
@@ -20,6 +22,11 @@ CELLS: dict[str, type[nn.Module]] = {
 }
 
 State = Tensor | tuple[Tensor, Tensor]  # h, or (h, c) for an LSTM; each (layers * dirs, B, H)
+
+
+def map_state(state: State, fn: Callable[[Tensor], Tensor]) -> State:
+    """Apply `fn` to h, or to h and c of an LSTM state."""
+    return tuple(fn(s) for s in state) if isinstance(state, tuple) else fn(state)
 
 
 def make_rnn(

@@ -32,15 +32,11 @@ from rnnlab.models.decoding import (
     sample_decode,
 )
 from rnnlab.models.output_layer import OutputLayer, make_output_layer
-from rnnlab.models.rnn import State, cell_kind, last_layer_summary, make_rnn, run_rnn
+from rnnlab.models.rnn import State, cell_kind, last_layer_summary, make_rnn, map_state, run_rnn
 
 DECODERS = ("repeat", "autoregressive")
 ATTENTIONS = ("none", "bahdanau")
 OutputFactory = Callable[[int, int], OutputLayer]  # (in_features, vocab_size) -> output layer
-
-
-def _map_state(state: State, fn) -> State:
-    return tuple(fn(s) for s in state) if isinstance(state, tuple) else fn(state)
 
 
 def rnn_step(rnn: nn.Module, inputs: Tensor, state: State) -> tuple[Tensor, State]:
@@ -104,7 +100,7 @@ class DecoderState:
         """Reorder/expand the batch (beam search)."""
         keys = self.projected_keys
         return DecoderState(
-            _map_state(self.hidden, lambda h: h.index_select(1, index)),
+            map_state(self.hidden, lambda h: h.index_select(1, index)),
             self.encoder_outputs.index_select(0, index),
             keys.index_select(0, index) if keys is not None else None,
             self.src_mask.index_select(0, index),
@@ -401,7 +397,7 @@ class Seq2Seq(nn.Module):
                 both = h.view(layers, 2, batch, -1).permute(0, 2, 1, 3).reshape(layers, batch, -1)
                 return torch.tanh(self.bridge(both))
 
-            state = _map_state(state, merge)
+            state = map_state(state, merge)
         attention = self.decoder.attention
         keys = attention.project_keys(outputs) if attention is not None else None
         return DecoderState(state, outputs, keys, mask)

@@ -6,12 +6,15 @@ import copy
 from abc import abstractmethod
 from collections.abc import Callable, Mapping
 from functools import partial
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
 from torch import Tensor, nn
 from torchmetrics import Metric
 
+from rnnlab.checkpoints import CODEC_KEY
+from rnnlab.codecs.base import Codec
 from rnnlab.tasks.fine_tuning import apply_freezing, layer_groups, scale_group_lrs
 
 STAGES = ("val", "test")
@@ -21,8 +24,10 @@ class TaskModule(pl.LightningModule):
     """Wraps a plain nn.Module (`net`); subclasses say how a batch becomes a loss and predictions.
 
     `metrics` are torchmetrics instances from the task config; each evaluation stage gets its
-    own copy, logged as `val/<name>` and `test/<name>`. `freeze_epochs` and `layer_lr_decay`
-    fine-tune a pretrained net by layer groups (`rnnlab.tasks.fine_tuning`).
+    own copy, logged as `val/<name>` and `test/<name>`. `codec` is the task's strings <-> tensors
+    (`rnnlab.codecs`): it travels with the model, into every checkpoint (`CODEC_KEY`).
+    `freeze_epochs` and `layer_lr_decay` fine-tune a pretrained net by layer groups
+    (`rnnlab.tasks.fine_tuning`).
     """
 
     def __init__(
@@ -31,21 +36,30 @@ class TaskModule(pl.LightningModule):
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
         metrics: Mapping[str, Metric] | None = None,
+        codec: Codec | None = None,
         freeze_epochs: int = 0,
         layer_lr_decay: float = 1.0,
     ):
         super().__init__()
         self.net = net
+        self.codec = codec
         self.freeze_epochs = freeze_epochs
         self.layer_lr_decay = layer_lr_decay
         if freeze_epochs or layer_lr_decay != 1.0:
-            layer_groups(net)  # a net without layer groups fails here, before any data is read
+            layer_groups(net)  # a net without layer groups fails here, before training
         self.optimizer_factory = optimizer or partial(torch.optim.Adam, lr=1e-3)
         self.scheduler_factory = scheduler
         metrics = dict(metrics or {})
         self.metrics = nn.ModuleDict(
             {stage: nn.ModuleDict(copy.deepcopy(metrics)) for stage in STAGES}
         )
+        self._carried: dict[str, Any] = {}
+
+    @property
+    def carried(self) -> dict[str, Any]:
+        """State the task carries from batch to batch, by slot ("train", "eval"): a stateful
+        language model's hidden state; empty for most tasks. Callers may save and restore it."""
+        return self._carried
 
     @abstractmethod
     def model_step(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -57,7 +71,11 @@ class TaskModule(pl.LightningModule):
 
     @abstractmethod
     def predict_batch(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Predictions for a batch of encoded inputs (what the datamodule decodes to strings)."""
+        """Predictions for a batch of encoded inputs (what the codec decodes to strings)."""
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.codec is not None:
+            checkpoint[CODEC_KEY] = self.codec.state_dict()
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         loss = self.model_step(batch)["loss"]

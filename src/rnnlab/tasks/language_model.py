@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnlab.errors import InputError
-from rnnlab.models.language_model import detach_state, map_state
+from rnnlab.models.language_model import detach_state
+from rnnlab.models.rnn import map_state
 from rnnlab.tasks.base import TaskModule
 
 GENERATION_DEFAULTS: dict[str, Any] = {
@@ -83,7 +84,6 @@ class LanguageModelTask(TaskModule):
         metrics = {name: m for name, m in dict(metrics or {}).items() if m is not None}
         super().__init__(*args, metrics=metrics, **kwargs)
         self.generation = check_generation(dict(generation or {}))
-        self._carried: dict[str, Any] = {}
 
     # Training --------------------------------------------------------------------------------
     def model_step(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -104,6 +104,7 @@ class LanguageModelTask(TaskModule):
         return {"loss": loss, "logits": logits}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
         # Stateful training carries the hidden state from batch to batch: a mid-epoch checkpoint
         # needs it for the resumed run to continue exactly.
         if "train" in self._carried:
@@ -132,15 +133,11 @@ class LanguageModelTask(TaskModule):
             generator.manual_seed(seed)
         return options.pop("length"), {**options, "generator": generator}
 
-    def _prompt_last(self, batch: dict[str, Tensor]) -> Tensor:
-        return batch["tokens"].gather(1, (batch["lengths"] - 1).unsqueeze(1)).squeeze(1)
-
     def predict_batch(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Prompts tokens (B, T) + lengths (B,) -> generated tokens (B, length) and the prompts'
-        last tokens (B,) (the datamodule needs them to space the first generated word)."""
+        """Prompts tokens (B, T) + lengths (B,) -> generated tokens (B, length)."""
         length, sampling = self._sampling()
         tokens = self.net.generate(batch["tokens"], batch["lengths"], length=length, **sampling)
-        return {"tokens": tokens, "prompt_last": self._prompt_last(batch)}
+        return {"tokens": tokens}
 
     def stream_batch(self, batch: dict[str, Tensor]) -> Iterator[Tensor]:
         """Like predict_batch, but yields the generated tokens (B,) step by step."""

@@ -7,8 +7,8 @@ Metrics come in three kinds, told apart by class:
 - id metrics (`rnnlab.metrics.TokenAccuracy`, `ExactMatch`) get generated ids and target ids;
 - `Perplexity` (any `TokenNLL`) gets the teacher-forced logits (no label smoothing);
 - text metrics (`BLEU`, `ChrF`, subclasses of `TextMetric`) get detokenised strings, which the
-  datamodule makes: `metric_texts(batch, output) -> (hypotheses, references)`. Both are the
-  `sacrebleu` package's own computations, on its 0-100 scale.
+  codec makes: `decode(batch, output)` and `reference_texts(batch)`. Both are the `sacrebleu`
+  package's own computations, on its 0-100 scale.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import Metric
 
+from rnnlab.codecs.base import Seq2SeqCodec
 from rnnlab.errors import ConfigError, require
 from rnnlab.metrics import TextMetric, TokenNLL
 from rnnlab.tasks.base import TaskModule
@@ -113,11 +114,12 @@ class Seq2SeqTask(TaskModule):
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
         metrics: Mapping[str, Metric] | None = None,
+        codec: Seq2SeqCodec | None = None,
         *,
         label_smoothing: float = 0.0,
         **decoding: Any,
     ):
-        super().__init__(net, optimizer, scheduler, metrics)
+        super().__init__(net, optimizer, scheduler, metrics, codec)
         require(
             not label_smoothing or net.output_layer.supports_label_smoothing,
             "module.label_smoothing",
@@ -125,33 +127,26 @@ class Seq2SeqTask(TaskModule):
             "module.label_smoothing=0 or use model.output_layer=full|sampled",
         )
         self.label_smoothing = label_smoothing
+        self.decoding: dict[str, Any] = {}
         self.configure_decoding(**decoding)
 
     def configure_decoding(self, **options: Any) -> None:
         """Change how `predict_batch` and the test stage decode (rnnlab.predict sets it per call);
         options not given keep their current values."""
-        decoding = check_decoding({**getattr(self, "decoding", {}), **options})
+        decoding = check_decoding({**self.decoding, **options})
         searching = decoding["beam_size"] > 1 or decoding["sample"]
         constrained = decoding["suppress_unk"] or decoding["no_repeat"] or decoding["min_length"]
         require(
-            not (searching or constrained) or getattr(self.net, "autoregressive", True),
+            not (searching or constrained) or self.net.autoregressive,
             "beam_size" if decoding["beam_size"] > 1 else "sample",
             "beam search, sampling and constraints need model.decoder=autoregressive",
         )
         require(
-            not decoding["suppress_unk"] or getattr(self.net, "unk_id", None) is not None,
+            not decoding["suppress_unk"] or self.net.unk_id is not None,
             "suppress_unk",
             "the model has no <unk> token",
         )
         self.decoding = decoding
-
-    @property
-    def beam_size(self) -> int:
-        return self.decoding["beam_size"]
-
-    @property
-    def length_penalty(self) -> float:
-        return self.decoding["length_penalty"]
 
     def model_step(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """Training: the loss only. Evaluation: the exact loss and the logits (B, T, V)."""
@@ -180,7 +175,7 @@ class Seq2SeqTask(TaskModule):
                 "top_p": options["top_p"],
                 "generator": generator,
             }
-        unk = getattr(self.net, "unk_id", None)
+        unk = self.net.unk_id
         return self.net.generate(
             batch["src_tokens"],
             batch["src_lengths"],
@@ -211,22 +206,14 @@ class Seq2SeqTask(TaskModule):
     def _metric_texts(
         self, batch: dict[str, Tensor], output: dict[str, Tensor]
     ) -> tuple[list[str], list[list[str]]]:
-        datamodule = self._trainer.datamodule if self._trainer is not None else None
-        hook = getattr(datamodule, "metric_texts", None)
-        if datamodule is None:
+        """(hypotheses, references) as strings, through the codec."""
+        if self.codec is None:
             raise ConfigError(
-                "module.metrics: text metrics (BLEU, chrF) decode ids through the trainer's "
-                "datamodule and none is attached: pass datamodule= to fit/validate/test"
+                "module.metrics: text metrics (BLEU, chrF) decode ids through the task's codec "
+                "and this module has none: build it with rnnlab.builder"
             )
-        if hook is None:
-            raise ConfigError(
-                "module.metrics: text metrics (BLEU, chrF) need a datamodule with "
-                f"metric_texts(batch, output); {type(datamodule).__name__} has none: remove them"
-            )
-        return hook(batch, output)
+        return self.codec.decode(batch, output), self.codec.reference_texts(batch)
 
     def predict_batch(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Generated `tokens` (and `attention`), plus the batch's source keys, which a datamodule
-        may need to decode (e.g. the source words for unknown-word replacement)."""
-        source = {key: value for key, value in batch.items() if key.startswith("src_")}
-        return {**source, **self._generate(batch)}
+        """Generated `tokens` (B, T) and, with attention, `attention` (B, T, S)."""
+        return self._generate(batch)

@@ -1,0 +1,190 @@
+"""The decoding layer on toy step functions: greedy, beam search, sampling and constraints.
+
+A step function maps the previous tokens (B,) and a state to next-token logits (B, V); here the
+logits come from fixed tables, so every expected output can be worked out by hand. Specials:
+<pad> 0, <unk> 1, <sos> 2, <eos> 3.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from rnnlab.models.decoding import (
+    beam_search,
+    constrain_step,
+    filter_top_k,
+    filter_top_p,
+    greedy_decode,
+    iter_sample,
+    mask_after_eos,
+    sample_decode,
+)
+
+PAD, UNK, SOS, EOS = 0, 1, 2, 3
+SPECIALS = dict(sos_id=SOS, eos_id=EOS, pad_id=PAD)
+
+
+class Rows:
+    """A toy decoder state: which table each row reads (B,); beam search reorders it."""
+
+    def __init__(self, rows: torch.Tensor):
+        self.rows = rows
+
+    def index_select(self, index: torch.Tensor) -> Rows:
+        return Rows(self.rows.index_select(0, index))
+
+
+def table_step(tables: torch.Tensor):
+    """Row b's next-token logits are tables[b, previous token]: tables (B, V, V) of log-probs."""
+
+    def step(prev, state: Rows):
+        return tables[state.rows, prev], state, None
+
+    return step
+
+
+def fixed_step(logits: torch.Tensor):
+    """A decoder whose next-token logits depend only on the step number: logits (T, V)."""
+
+    def step(prev, state):
+        return logits[state].expand(len(prev), -1), state + 1, None
+
+    return step
+
+
+def trap(vocab: int = 8) -> torch.Tensor:
+    """Log-probs (V, V) where greedy goes wrong: after <sos>, 4 (p=0.55) or 5 (0.45); after 4
+    every token is unlikely (<eos> 0.24), after 5 <eos> is almost sure (0.99). Best: 5 <eos>."""
+    table = torch.full((vocab, vocab), 1e-3)
+    table[SOS, 4], table[SOS, 5] = 0.55, 0.45
+    table[4, 4:] = 0.76 / (vocab - 4)
+    table[4, EOS] = 0.24
+    table[5, EOS] = 0.99
+    table[EOS, PAD] = table[PAD, PAD] = 1.0
+    return (table / table.sum(-1, keepdim=True)).log()
+
+
+# Greedy ----------------------------------------------------------------------------------------
+def test_greedy_decoding_picks_argmax_and_pads_after_eos():
+    table = torch.tensor([[0.0, 0, 0, 5, 0], [0, 0, 0, 0, 5], [0, 0, 5, 0, 0]])  # 3 -> 4 -> eos
+
+    def step(prev, state):
+        row = {1: 0, 3: 1, 4: 2}.get(int(prev[0]), 2)
+        return table[row].expand(len(prev), -1), state, None
+
+    tokens, attention = greedy_decode(
+        step, None, batch_size=2, sos_id=1, eos_id=2, pad_id=0, max_len=10
+    )
+    assert tokens.tolist() == [[3, 4, 2], [3, 4, 2]] and attention is None
+    assert mask_after_eos(torch.tensor([[5, 2, 5, 2]]), eos_id=2, pad_id=0).tolist() == [
+        [5, 2, 0, 0]
+    ]
+
+
+# Beam search -----------------------------------------------------------------------------------
+def test_beam_search_finds_what_greedy_misses_and_size_one_is_greedy():
+    tables = trap()[None]
+    state = Rows(torch.zeros(1, dtype=torch.long))
+    options = dict(**SPECIALS, max_len=6, batch_size=1)
+    greedy, _ = greedy_decode(table_step(tables), state, **options)
+    assert greedy[0].tolist() == [4, EOS]  # the likelier first token: p = 0.55 * 0.24
+    beam, _ = beam_search(table_step(tables), state, beam_size=2, length_penalty=0.0, **options)
+    assert beam[0].tolist() == [5, EOS]  # p = 0.45 * 0.99
+    one, _ = beam_search(table_step(tables), state, beam_size=1, **options)
+    assert torch.equal(one, greedy)
+
+
+def test_batched_beam_search_equals_one_sentence_at_a_time():
+    torch.manual_seed(0)
+    tables = torch.randn(5, 9, 9).log_softmax(-1)
+    tables[:, :, EOS] += torch.linspace(-1, 2, 5)[:, None]  # rows end after different lengths
+    options = dict(**SPECIALS, max_len=7, beam_size=3, length_penalty=1.0)
+    together, _ = beam_search(table_step(tables), Rows(torch.arange(5)), batch_size=5, **options)
+    for row in range(5):
+        alone, _ = beam_search(
+            table_step(tables[row : row + 1]), Rows(torch.zeros(1, dtype=torch.long)),
+            batch_size=1, **options,
+        )  # fmt: skip
+        width = alone.shape[1]
+        assert torch.equal(together[row, :width], alone[0])
+        assert not together[row, width:].any()  # only <pad> after
+
+
+# Sampling --------------------------------------------------------------------------------------
+def test_top_k_never_picks_outside_the_top_k():
+    torch.manual_seed(0)
+    logits = torch.randn(4, 50)
+    filtered = filter_top_k(logits, 3)
+    top = logits.topk(3, -1).indices
+    generator = torch.Generator().manual_seed(1)
+    draws = torch.multinomial(filtered.softmax(-1), 500, replacement=True, generator=generator)
+    for row in range(4):
+        assert set(draws[row].tolist()) <= set(top[row].tolist())
+        assert len(set(draws[row].tolist())) == 3
+    assert torch.equal(filter_top_k(logits, 50), logits)
+
+
+def test_top_p_keeps_the_smallest_nucleus():
+    logits = torch.tensor([[0.5, 0.3, 0.15, 0.05]]).log()
+    kept = lambda p: torch.isfinite(filter_top_p(logits, p))[0].nonzero().flatten().tolist()  # noqa: E731
+    assert kept(0.45) == [0]
+    assert kept(0.7) == [0, 1]
+    assert kept(0.9) == [0, 1, 2]
+    assert kept(1.0) == [0, 1, 2, 3]
+    shuffled = logits[:, [2, 0, 3, 1]]
+    assert torch.isfinite(filter_top_p(shuffled, 0.7))[0].tolist() == [False, True, False, True]
+
+
+def test_top_k_schedule_picks_from_the_top_k_of_each_position():
+    torch.manual_seed(0)
+    steps, vocab = 6, 30
+    logits = torch.randn(steps, vocab)
+    logits[:, EOS] = -1e9  # keep <eos> out so every row runs all steps
+    start = torch.full((2000,), SOS)
+    tokens, _ = sample_decode(
+        fixed_step(logits), 0, start_tokens=start, max_len=steps, top_k=[3, 2], eos_id=EOS
+    )
+    first = set(tokens[:, 0].tolist())
+    assert first == set(logits[0].topk(3).indices.tolist())  # all 3 drawn, nothing else
+    for t in range(1, steps):
+        assert set(tokens[:, t].tolist()) == set(logits[t].topk(2).indices.tolist())
+
+
+def test_sampling_is_seeded_streams_the_same_tokens_and_pads_after_eos():
+    torch.manual_seed(0)
+    tables = torch.randn(1, 9, 9).log_softmax(-1).expand(4, -1, -1)
+    state, start = Rows(torch.zeros(4, dtype=torch.long)), torch.full((4,), SOS)
+
+    def sample(seed, **options):
+        generator = torch.Generator().manual_seed(seed)
+        options = dict(start_tokens=start, max_len=30, generator=generator, **options)
+        return sample_decode(table_step(tables), state, **options)[0]
+
+    assert torch.equal(sample(5), sample(5)) and not torch.equal(sample(5), sample(6))
+    generator = torch.Generator().manual_seed(5)
+    streamed = iter_sample(
+        table_step(tables), state, start_tokens=start, max_len=30, generator=generator
+    )
+    assert torch.equal(torch.stack(list(streamed), 1), sample(5))
+    assert torch.equal(sample(1, greedy=True), sample(2, top_k=1))
+    ended = sample(5, eos_id=EOS)
+    for row, tokens in zip(sample(5), ended):
+        first = int((tokens == EOS).nonzero()[0]) if EOS in tokens else len(tokens)
+        assert torch.equal(tokens[: first + 1], row[: first + 1])
+        assert not tokens[first + 1 :].any()  # <pad> after <eos>
+
+
+# Constraints -----------------------------------------------------------------------------------
+def test_constrained_decoding_never_outputs_unk_repeats_or_an_early_eos():
+    logits = torch.zeros(8, 10)
+    logits[:, UNK] = 5.0  # <unk> is the favourite
+    logits[:, 7] = 4.0  # then the same word again and again
+    logits[:, 8] = 3.0
+    step = constrain_step(fixed_step(logits), banned_ids=[UNK], no_repeat=True)
+    tokens, _ = greedy_decode(step, 0, batch_size=1, **SPECIALS, max_len=6)
+    assert tokens[0].tolist() == [7, 8, 7, 8, 7, 8]
+    logits[:, EOS] = 9.0  # <eos> first, unless at least 2 tokens must come before it
+    short, _ = greedy_decode(fixed_step(logits), 0, batch_size=1, **SPECIALS, max_len=6)
+    step = constrain_step(fixed_step(logits), banned_ids=[UNK], eos_id=EOS, min_length=2)
+    longer, _ = greedy_decode(step, 0, batch_size=1, **SPECIALS, max_len=6)
+    assert short[0].tolist() == [EOS] and longer[0].tolist() == [7, 7, EOS]
