@@ -23,7 +23,8 @@ def test_every_shipped_config_passes(task):
 
 @pytest.mark.parametrize("preset", [*(f"experiment={e}" for e in EXPERIMENTS), "scheduler=plateau"])
 def test_every_preset_passes(preset):
-    check_config(compose_config(preset))
+    needs = {"experiment=sentiment_transfer": ["model.init_from=lm.ckpt"]}.get(preset, [])
+    check_config(compose_config(preset, *needs))
 
 
 @pytest.mark.parametrize(

@@ -22,6 +22,7 @@ from rnnlab.codecs.base import Codec
 from rnnlab.data.base import TaskDataModule
 from rnnlab.errors import CheckpointError, RnnlabError
 from rnnlab.tasks.base import TaskModule
+from rnnlab.transfer import init_from_language_model
 
 
 def instantiate_node(cfg: DictConfig, key: str, **kwargs: Any) -> Any:
@@ -29,15 +30,16 @@ def instantiate_node(cfg: DictConfig, key: str, **kwargs: Any) -> Any:
 
     A missing or empty node (an empty group option such as `scheduler=none`) gives None, and
     so does a switchable node whose `enabled` is false (`callbacks.gradient_flow.enabled=true`
-    switches one on); `enabled` itself is not passed on."""
+    switches one on); `enabled` itself is not passed on, nor is `init_from`."""
     node = cfg.get(key)
     if not node:
         return None
-    if isinstance(node, DictConfig) and "enabled" in node:
-        if not node.enabled:
+    if isinstance(node, DictConfig) and ("enabled" in node or "init_from" in node):
+        if not node.get("enabled", True):
             return None
         node = OmegaConf.to_container(node, resolve=True)
-        del node["enabled"]
+        node.pop("enabled", None)
+        node.pop("init_from", None)  # model.init_from: read by `build`, not an argument
     try:
         return instantiate(node, **kwargs)
     except InstantiationException as error:
@@ -78,7 +80,12 @@ def build(cfg: DictConfig, codec: Codec | None = None) -> tuple[TaskDataModule, 
     datamodule = build_datamodule(cfg, codec)
     datamodule.prepare_data()
     datamodule.setup("fit")
-    return datamodule, build_module(cfg, datamodule.codec)
+    module = build_module(cfg, datamodule.codec)
+    if codec is None and cfg.model.get("init_from"):
+        # #20 transfer hook: a fresh run starts from a language model's weights (a resumed run,
+        # given its checkpoint's codec, has weights of its own).
+        init_from_language_model(module.net, datamodule.codec, cfg.model.init_from)
+    return datamodule, module
 
 
 def restore_codec(cfg: DictConfig, checkpoint: Mapping[str, Any]) -> Codec:

@@ -121,6 +121,11 @@ TEXT_ENCODING = Rule(
     _ascii_compatible_codec,
 )
 
+CHECKPOINT_PATH = Rule(
+    "the path of a .ckpt file or null",
+    lambda value: value is None or (isinstance(value, str) and value != ""),
+)
+
 # First matching pattern wins (fnmatch: `*` matches any run of characters, dots included).
 RULES: tuple[tuple[str, Rule], ...] = (
     ("seed", integer(0, 2**32 - 1)),  # what Lightning's seed_everything accepts
@@ -135,6 +140,10 @@ RULES: tuple[tuple[str, Rule], ...] = (
     ("model.cell", choice(*CELLS)),
     ("model.output_layer", choice(*OUTPUT_LAYERS)),
     ("model.num_sampled", integer(1)),
+    ("model.init_from", CHECKPOINT_PATH),
+    # module: fine-tuning by layer groups (rnnlab.tasks.fine_tuning)
+    ("module.freeze_epochs", integer(0)),
+    ("module.layer_lr_decay", number(0, 1, low_open=True)),
     # optimizer and scheduler: torch checks these only when training starts
     ("optimizer.lr", number(0, low_open=True)),
     ("optimizer.weight_decay", number(0)),
@@ -198,3 +207,12 @@ def check_config(cfg: DictConfig) -> None:
         if rule is not None:
             value = OmegaConf.select(cfg, key)
             require(rule.allows(value), key, f"must be {rule.text}, got {value!r}")
+    # Gradual unfreezing is for pretrained layers (so experiment=sentiment_transfer needs its LM).
+    freeze_epochs = OmegaConf.select(cfg, "module.freeze_epochs")
+    require(
+        not freeze_epochs or OmegaConf.select(cfg, "model.init_from") is not None,
+        "model.init_from",
+        f"module.freeze_epochs={freeze_epochs} unfreezes pretrained layers: give a word-level "
+        "language model, model.init_from=<its run>/checkpoints/best.ckpt (README), or set "
+        "module.freeze_epochs=0",
+    )

@@ -15,6 +15,7 @@ from torchmetrics import Metric
 
 from rnnlab.checkpoints import CODEC_KEY
 from rnnlab.codecs.base import Codec
+from rnnlab.tasks.fine_tuning import apply_freezing, layer_groups, scale_group_lrs
 
 STAGES = ("val", "test")
 
@@ -25,6 +26,8 @@ class TaskModule(pl.LightningModule):
     `metrics` are torchmetrics instances from the task config; each evaluation stage gets its
     own copy, logged as `val/<name>` and `test/<name>`. `codec` is the task's strings <-> tensors
     (`rnnlab.codecs`): it travels with the model, into every checkpoint (`CODEC_KEY`).
+    `freeze_epochs` and `layer_lr_decay` fine-tune a pretrained net by layer groups
+    (`rnnlab.tasks.fine_tuning`).
     """
 
     def __init__(
@@ -34,10 +37,16 @@ class TaskModule(pl.LightningModule):
         scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
         metrics: Mapping[str, Metric] | None = None,
         codec: Codec | None = None,
+        freeze_epochs: int = 0,
+        layer_lr_decay: float = 1.0,
     ):
         super().__init__()
         self.net = net
         self.codec = codec
+        self.freeze_epochs = freeze_epochs
+        self.layer_lr_decay = layer_lr_decay
+        if freeze_epochs or layer_lr_decay != 1.0:
+            layer_groups(net)  # a net without layer groups fails here, before training
         self.optimizer_factory = optimizer or partial(torch.optim.Adam, lr=1e-3)
         self.scheduler_factory = scheduler
         metrics = dict(metrics or {})
@@ -73,6 +82,11 @@ class TaskModule(pl.LightningModule):
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
         return loss
 
+    def on_train_batch_start(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        # Every batch, not every epoch start: Lightning skips that hook on a mid-epoch resume.
+        if self.freeze_epochs:
+            apply_freezing(layer_groups(self.net), self.current_epoch, self.freeze_epochs)
+
     def on_train_epoch_end(self) -> None:
         self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"])
 
@@ -95,7 +109,12 @@ class TaskModule(pl.LightningModule):
         return self.predict_batch(batch)
 
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(self.parameters())
+        if self.layer_lr_decay == 1.0:
+            optimizer = self.optimizer_factory(self.parameters())
+        else:  # one param group per layer group, top first
+            groups = reversed(layer_groups(self.net))
+            optimizer = self.optimizer_factory([{"params": group} for group in groups])
+            scale_group_lrs(optimizer, self.layer_lr_decay)
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer)

@@ -1,0 +1,76 @@
+"""Fine-tuning a pretrained net the ULMFiT way (Howard & Ruder, 2018), by layer groups.
+
+A net with an embedding (`embed` or `embedding`) and a stacked `rnn` has layer groups, bottom to
+top: the embedding, each recurrent layer (both directions of a bidirectional one), and the rest
+(the head, or a language model's vocabulary layer).
+
+- Gradual unfreezing (`module.freeze_epochs`): the top group trains from epoch 0, the one below
+  it from epoch `freeze_epochs`, the next from `2 * freeze_epochs`, ... so with 1 the head trains
+  alone first, then one more group joins per epoch, the embedding last. 0 trains all from the
+  start.
+- Discriminative learning rates (`module.layer_lr_decay`): group lr = lr × decay^depth, depth 0
+  for the top group; 1.0 gives every group the same lr.
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+from torch import nn
+
+from rnnlab.errors import require
+
+_LAYER = re.compile(r"_l(\d+)(?:_reverse)?$")  # nn.RNN/GRU/LSTM names: weight_ih_l1_reverse
+
+
+def input_embedding(net: nn.Module) -> nn.Module | None:
+    """The net's input layer: a classifier's `embed`, a language model's `embedding`."""
+    for name in ("embed", "embedding"):
+        if isinstance(getattr(net, name, None), nn.Module):
+            return getattr(net, name)
+    return None
+
+
+def layer_groups(net: nn.Module) -> list[list[nn.Parameter]]:
+    """The net's parameters in layer groups, bottom (embedding) to top (head); every parameter
+    in exactly one group. ConfigError if the net has no embedding + `rnn` to group by."""
+    embedding, rnn = input_embedding(net), getattr(net, "rnn", None)
+    require(
+        embedding is not None and rnn is not None,
+        "module.freeze_epochs/layer_lr_decay",
+        f"need a net with an embedding and an `rnn` (classifier, language model); "
+        f"{type(net).__name__} has none: leave them at 0 and 1.0",
+    )
+    groups: list[list[nn.Parameter]] = [list(embedding.parameters())]
+    groups += [[] for _ in range(rnn.num_layers)]
+    for name, parameter in rnn.named_parameters():
+        groups[1 + int(_LAYER.search(name).group(1))].append(parameter)
+    grouped = {id(parameter) for group in groups for parameter in group}
+    # Tied weights (a language model's output layer sharing the embedding) count once, low.
+    groups.append([p for p in net.parameters() if id(p) not in grouped])
+    return groups
+
+
+def trainable_groups(epoch: int, num_groups: int, freeze_epochs: int) -> int:
+    """How many groups, counted from the top, train in `epoch` (0-based)."""
+    if freeze_epochs == 0:
+        return num_groups
+    return min(num_groups, epoch // freeze_epochs + 1)
+
+
+def apply_freezing(groups: list[list[nn.Parameter]], epoch: int, freeze_epochs: int) -> None:
+    """Set requires_grad for `epoch`: the top `trainable_groups(...)` groups train, the rest not.
+
+    A pure function of the epoch, so a run resumed mid-epoch freezes exactly as it did."""
+    trainable = trainable_groups(epoch, len(groups), freeze_epochs)
+    for depth, group in enumerate(reversed(groups)):
+        for parameter in group:
+            parameter.requires_grad_(depth < trainable)
+
+
+def scale_group_lrs(optimizer: torch.optim.Optimizer, decay: float) -> None:
+    """lr × decay^depth for param groups given top first (depth 0 keeps the configured lr, which
+    the `lr` log and schedulers created afterwards then see)."""
+    for depth, group in enumerate(optimizer.param_groups):
+        group["lr"] *= decay**depth
