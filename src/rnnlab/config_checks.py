@@ -23,6 +23,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from rnnlab.errors import require
+from rnnlab.models.decoding import DecodingOptions
 from rnnlab.models.output_layer import OUTPUT_LAYERS
 from rnnlab.models.rnn import CELLS
 
@@ -192,9 +193,12 @@ def flat_items(node: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str,
 
 
 def check_config(cfg: DictConfig) -> None:
-    """Raise ConfigError naming the first key whose value its rule does not allow."""
+    """Raise ConfigError naming the first key whose value its rule does not allow; the
+    `decoding:` node is checked by building it (`DecodingOptions` validates itself)."""
     for key, _ in flat_items(OmegaConf.to_container(cfg, resolve=False)):
         rule = rule_for(key)
         if rule is not None:
             value = OmegaConf.select(cfg, key)
             require(rule.allows(value), key, f"must be {rule.text}, got {value!r}")
+    if cfg.get("decoding") is not None:
+        DecodingOptions().replace(**OmegaConf.to_container(cfg.decoding, resolve=True))
