@@ -13,18 +13,14 @@ Metrics come in three kinds, told apart by class:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
 from typing import Any
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchmetrics import Metric
 
 from rnnlab.codecs.base import Seq2SeqCodec
 from rnnlab.errors import ConfigError, require
 from rnnlab.metrics import TextMetric, TokenNLL
-from rnnlab.models.decoding import DecodingOptions
 from rnnlab.tasks.base import DecodingTask
 
 
@@ -38,22 +34,16 @@ class Seq2SeqTask(DecodingTask):
     a seed draws from torch's global generator, which the run seeds.
     """
 
-    def __init__(
-        self,
-        net: nn.Module,
-        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
-        scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
-        metrics: Mapping[str, Metric] | None = None,
-        codec: Seq2SeqCodec | None = None,
-        *,
-        label_smoothing: float = 0.0,
-        decoding: Mapping[str, Any] | DecodingOptions | None = None,
-    ):
-        super().__init__(net, optimizer, scheduler, metrics, codec, decoding=decoding)
+    codec: Seq2SeqCodec | None
+
+    def __init__(self, *args: Any, label_smoothing: float = 0.0, **kwargs: Any):
+        """`TaskModule`'s and `DecodingTask`'s arguments, and `label_smoothing` for the loss."""
+        super().__init__(*args, **kwargs)
+        layer = self.net.output_layer
         require(
-            not label_smoothing or net.output_layer.supports_label_smoothing,
+            not label_smoothing or layer.supports_label_smoothing,
             "module.label_smoothing",
-            f"the {type(net.output_layer).__name__} output layer has none: set "
+            f"the {type(layer).__name__} output layer has none: set "
             "module.label_smoothing=0 or use model.output_layer=full|sampled",
         )
         self.label_smoothing = label_smoothing
