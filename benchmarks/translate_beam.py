@@ -27,6 +27,8 @@ from pathlib import Path
 import torch
 from _common import QUIET, compose_config, here, median, train_step
 
+from rnnlab.models.decoding import DecodingOptions
+
 SPA_TXT = here().parents[1] / "shared" / "data" / "translate" / "spa-eng" / "spa.txt"
 
 
@@ -93,12 +95,14 @@ def main() -> None:
     codec = datamodule.codec
     examples = [codec.encode_example(texts[i]) for i in order[: args.sentences].tolist()]
 
+    beam = DecodingOptions(beam_size=args.beam)
+
     @torch.inference_mode()
     def batched() -> list[list[int]]:
         out = []
         for start in range(0, len(examples), args.batch_size):
             batch = codec.collate(examples[start : start + args.batch_size])
-            tokens = net.generate(batch["src_tokens"], batch["src_lengths"], beam_size=args.beam)
+            tokens = net.generate(batch["src_tokens"], batch["src_lengths"], beam)
             out += tokens["tokens"].tolist()
         return out
 
@@ -107,7 +111,7 @@ def main() -> None:
         out = []
         for example in examples:
             batch = codec.collate([example])
-            tokens = net.generate(batch["src_tokens"], batch["src_lengths"], beam_size=args.beam)
+            tokens = net.generate(batch["src_tokens"], batch["src_lengths"], beam)
             out += tokens["tokens"].tolist()
         return out
 

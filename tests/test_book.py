@@ -18,6 +18,7 @@ from rnnlab.data.book import BookData, read_book
 from rnnlab.data.text import word_tokens
 from rnnlab.errors import ConfigError, DataError, InputError
 from rnnlab.inference import load_checkpoint
+from rnnlab.models.decoding import DecodingOptions
 from rnnlab.models.language_model import RNNLanguageModel
 from rnnlab.tasks.language_model import LanguageModelTask
 
@@ -237,9 +238,10 @@ def test_prompts_of_different_lengths_generate_as_if_alone():
     net = RNNLanguageModel(9, embedding_dim=4, cell="lstm", hidden_size=6, num_layers=2).eval()
     prompts = [torch.tensor([3, 4, 5, 6]), torch.tensor([7])]
     batch = torch.nn.utils.rnn.pad_sequence(prompts, batch_first=True)
-    together = net.generate(batch, torch.tensor([4, 1]), length=8, greedy=True)
+    greedy = DecodingOptions(max_new_tokens=8)
+    together = net.generate(batch, torch.tensor([4, 1]), greedy)
     for row, prompt in enumerate(prompts):
-        alone = net.generate(prompt[None], torch.tensor([len(prompt)]), length=8, greedy=True)
+        alone = net.generate(prompt[None], torch.tensor([len(prompt)]), greedy)
         assert torch.equal(together[row], alone[0])
 
 
@@ -249,19 +251,20 @@ def test_sampling_is_deterministic_under_a_seed():
     net = RNNLanguageModel(30, embedding_dim=8, cell="gru", hidden_size=16).eval()
     prompt, lengths = torch.randint(0, 30, (3, 4)), torch.tensor([4, 4, 4])
 
-    def sample(seed, **options):
-        return net.generate(
-            prompt, lengths, length=25, generator=torch.Generator().manual_seed(seed), **options
-        )
+    options = DecodingOptions(sample=True, max_new_tokens=25)
+
+    def sample(seed, options=options):
+        return net.generate(prompt, lengths, options, generator=torch.Generator().manual_seed(seed))
 
     assert torch.equal(sample(5), sample(5))
     assert not torch.equal(sample(5), sample(6))
-    streamed = torch.stack(
-        list(net.stream(prompt, lengths, length=25, generator=torch.Generator().manual_seed(5))),
-        1,
-    )
+    generator = torch.Generator().manual_seed(5)
+    streamed = torch.stack(list(net.stream(prompt, lengths, options, generator=generator)), 1)
     assert torch.equal(streamed, sample(5))
-    assert torch.equal(sample(1, greedy=True), sample(2, greedy=True))
+    greedy = options.replace(greedy=True)
+    assert torch.equal(sample(1, greedy), sample(2, greedy))
+    with pytest.raises(ConfigError, match=r"decoding\.beam_size: is a seq2seq option"):
+        net.generate(prompt, lengths, options.replace(sample=False, beam_size=2))
 
 
 # Configs and runs ------------------------------------------------------------------------------
@@ -302,7 +305,7 @@ def markov_run(tmp_path_factory):
         "model.hidden_size=32",
         "model.num_layers=1",
         "model.dropout=0.0",
-        "module.generation.length=40",
+        "decoding.max_new_tokens=40",
         "optimizer.lr=2e-2",
         "trainer.max_epochs=3",
         "logger=none",
@@ -351,7 +354,7 @@ def test_predict_streams_a_continuation_and_pipes_one_line_per_input(
     assert valid_transitions("a" + out[0]) and valid_transitions("c" + out[3])
 
     assert predict.main([ckpt, "text=abc", "length=0"]) == 2
-    assert "length must be a positive" in capsys.readouterr().err
+    assert "decoding.max_new_tokens: must be a positive integer" in capsys.readouterr().err
 
 
 def test_evaluate_on_a_user_file(markov_run, tmp_path):
@@ -382,7 +385,7 @@ def test_short_real_run_on_a_slice_of_a_shared_book(tmp_path):
         "model.embedding_dim=32",
         "model.hidden_size=64",
         "model.num_layers=1",
-        "module.generation.length=20",
+        "decoding.max_new_tokens=20",
         "optimizer.lr=1e-2",
         "trainer.max_epochs=2",
         "logger=none",

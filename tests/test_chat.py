@@ -160,7 +160,7 @@ def test_distinct_n_counts_unique_ngrams_up_to_the_end_of_each_reply():
 # Training ----------------------------------------------------------------------------------------
 def test_chat_config_composes_with_book_preset():
     cfg = compose_config("task=chat", "data.path=x.txt")
-    assert cfg.model.share_embeddings and cfg.module.top_k == [3, 2]
+    assert cfg.model.share_embeddings and cfg.decoding.top_k == [3, 2]
     book = compose_config("experiment=book_chatbot", "data.path=x.txt")
     assert book.model.hidden_size == 1024 and book.model.num_layers == 3
     assert book.data.batch_size == 34 and book.optimizer.lr == 1e-4
@@ -181,7 +181,7 @@ def echo_run(tmp_path_factory):
         "data.batch_size=32",
         "optimizer.lr=1e-2",
         "trainer.max_epochs=8",
-        "module.no_repeat=false",  # an echo repeats words
+        "decoding.no_repeat=false",  # an echo repeats words
         "callbacks.samples=null",
         *QUIET_RUN,
     )
@@ -243,4 +243,4 @@ def test_short_real_run_learns_and_samples_replies_to_the_book_prompts(tmp_path)
     assert all(isinstance(reply, str) and reply for reply in replies)
     assert "<unk>" not in " ".join(replies) and len(set(replies)) > 1  # sampled, not fixed
     _, _, restored = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
-    assert restored.decoding["top_k"] == [3, 2] and restored.decoding["sample"]
+    assert restored.decoding.top_k == (3, 2) and restored.decoding.sample

@@ -107,7 +107,7 @@ def stateful_book(path) -> list[str]:
         "model.hidden_size=16",
         "model.embedding_dim=8",
         "model.dropout=0.2",
-        "module.generation.length=5",
+        "decoding.max_new_tokens=5",
         "test=false",
         "callbacks.samples=null",
         "diagnosis.enabled=false",

@@ -49,6 +49,9 @@ def test_every_preset_passes(preset):
         ("data.val_size=[1]", "data.val_size: must be an integer or null, got [1]"),
         ("+data.eval_batch_size=0", "data.eval_batch_size: must be a positive integer or null"),
         ("scheduler=cosine trainer.max_epochs=-1", "scheduler.T_max: must be a positive integer"),
+        ("decoding.beam_size=0", "decoding.beam_size: must be a positive integer, got 0"),
+        ("decoding.top_k=[3,0]", "decoding.top_k: must be a positive integer, a list of them"),
+        ("task=chat decoding.beam_size=5", "decoding.beam_size: sample=true draws one answer"),
     ],
 )
 def test_bad_value_names_key_value_and_what_is_allowed(override, shown):

@@ -1,4 +1,5 @@
-"""The decoding layer on toy step functions: greedy, beam search, sampling and constraints.
+"""The decoding layer on toy step functions: greedy, beam search, sampling, constraints, and
+the one set of options (`DecodingOptions`) that picks among them.
 
 A step function maps the previous tokens (B,) and a state to next-token logits (B, V); here the
 logits come from fixed tables, so every expected output can be worked out by hand. Specials:
@@ -7,11 +8,15 @@ logits come from fixed tables, so every expected output can be worked out by han
 
 from __future__ import annotations
 
+import pytest
 import torch
 
+from rnnlab.errors import ConfigError
 from rnnlab.models.decoding import (
+    DecodingOptions,
     beam_search,
     constrain_step,
+    decode,
     filter_top_k,
     filter_top_p,
     greedy_decode,
@@ -21,7 +26,12 @@ from rnnlab.models.decoding import (
 )
 
 PAD, UNK, SOS, EOS = 0, 1, 2, 3
-SPECIALS = dict(sos_id=SOS, eos_id=EOS, pad_id=PAD)
+SPECIALS = dict(eos_id=EOS, pad_id=PAD)
+SAMPLE = DecodingOptions(sample=True)
+
+
+def starts(rows: int = 1) -> torch.Tensor:
+    return torch.full((rows,), SOS)
 
 
 class Rows:
@@ -72,8 +82,9 @@ def test_greedy_decoding_picks_argmax_and_pads_after_eos():
         row = {1: 0, 3: 1, 4: 2}.get(int(prev[0]), 2)
         return table[row].expand(len(prev), -1), state, None
 
+    start = torch.full((2,), 1)
     tokens, attention = greedy_decode(
-        step, None, batch_size=2, sos_id=1, eos_id=2, pad_id=0, max_len=10
+        step, None, start_tokens=start, eos_id=2, pad_id=0, max_len=10
     )
     assert tokens.tolist() == [[3, 4, 2], [3, 4, 2]] and attention is None
     assert mask_after_eos(torch.tensor([[5, 2, 5, 2]]), eos_id=2, pad_id=0).tolist() == [
@@ -85,7 +96,7 @@ def test_greedy_decoding_picks_argmax_and_pads_after_eos():
 def test_beam_search_finds_what_greedy_misses_and_size_one_is_greedy():
     tables = trap()[None]
     state = Rows(torch.zeros(1, dtype=torch.long))
-    options = dict(**SPECIALS, max_len=6, batch_size=1)
+    options = dict(**SPECIALS, max_len=6, start_tokens=starts())
     greedy, _ = greedy_decode(table_step(tables), state, **options)
     assert greedy[0].tolist() == [4, EOS]  # the likelier first token: p = 0.55 * 0.24
     beam, _ = beam_search(table_step(tables), state, beam_size=2, length_penalty=0.0, **options)
@@ -99,11 +110,13 @@ def test_batched_beam_search_equals_one_sentence_at_a_time():
     tables = torch.randn(5, 9, 9).log_softmax(-1)
     tables[:, :, EOS] += torch.linspace(-1, 2, 5)[:, None]  # rows end after different lengths
     options = dict(**SPECIALS, max_len=7, beam_size=3, length_penalty=1.0)
-    together, _ = beam_search(table_step(tables), Rows(torch.arange(5)), batch_size=5, **options)
+    together, _ = beam_search(
+        table_step(tables), Rows(torch.arange(5)), start_tokens=starts(5), **options
+    )
     for row in range(5):
         alone, _ = beam_search(
             table_step(tables[row : row + 1]), Rows(torch.zeros(1, dtype=torch.long)),
-            batch_size=1, **options,
+            start_tokens=starts(), **options,
         )  # fmt: skip
         width = alone.shape[1]
         assert torch.equal(together[row, :width], alone[0])
@@ -141,8 +154,9 @@ def test_top_k_schedule_picks_from_the_top_k_of_each_position():
     logits = torch.randn(steps, vocab)
     logits[:, EOS] = -1e9  # keep <eos> out so every row runs all steps
     start = torch.full((2000,), SOS)
+    options = DecodingOptions(sample=True, top_k=[3, 2])
     tokens, _ = sample_decode(
-        fixed_step(logits), 0, start_tokens=start, max_len=steps, top_k=[3, 2], eos_id=EOS
+        fixed_step(logits), 0, options, start_tokens=start, max_len=steps, eos_id=EOS
     )
     first = set(tokens[:, 0].tolist())
     assert first == set(logits[0].topk(3).indices.tolist())  # all 3 drawn, nothing else
@@ -155,18 +169,18 @@ def test_sampling_is_seeded_streams_the_same_tokens_and_pads_after_eos():
     tables = torch.randn(1, 9, 9).log_softmax(-1).expand(4, -1, -1)
     state, start = Rows(torch.zeros(4, dtype=torch.long)), torch.full((4,), SOS)
 
-    def sample(seed, **options):
+    def sample(seed, options=SAMPLE, **more):
         generator = torch.Generator().manual_seed(seed)
-        options = dict(start_tokens=start, max_len=30, generator=generator, **options)
-        return sample_decode(table_step(tables), state, **options)[0]
+        more = dict(start_tokens=start, max_len=30, generator=generator, **more)
+        return sample_decode(table_step(tables), state, options, **more)[0]
 
     assert torch.equal(sample(5), sample(5)) and not torch.equal(sample(5), sample(6))
     generator = torch.Generator().manual_seed(5)
     streamed = iter_sample(
-        table_step(tables), state, start_tokens=start, max_len=30, generator=generator
+        table_step(tables), state, SAMPLE, start_tokens=start, max_len=30, generator=generator
     )
     assert torch.equal(torch.stack(list(streamed), 1), sample(5))
-    assert torch.equal(sample(1, greedy=True), sample(2, top_k=1))
+    assert torch.equal(sample(1, SAMPLE.replace(greedy=True)), sample(2, SAMPLE.replace(top_k=1)))
     ended = sample(5, eos_id=EOS)
     for row, tokens in zip(sample(5), ended):
         first = int((tokens == EOS).nonzero()[0]) if EOS in tokens else len(tokens)
@@ -181,10 +195,48 @@ def test_constrained_decoding_never_outputs_unk_repeats_or_an_early_eos():
     logits[:, 7] = 4.0  # then the same word again and again
     logits[:, 8] = 3.0
     step = constrain_step(fixed_step(logits), banned_ids=[UNK], no_repeat=True)
-    tokens, _ = greedy_decode(step, 0, batch_size=1, **SPECIALS, max_len=6)
+    tokens, _ = greedy_decode(step, 0, start_tokens=starts(), **SPECIALS, max_len=6)
     assert tokens[0].tolist() == [7, 8, 7, 8, 7, 8]
     logits[:, EOS] = 9.0  # <eos> first, unless at least 2 tokens must come before it
-    short, _ = greedy_decode(fixed_step(logits), 0, batch_size=1, **SPECIALS, max_len=6)
-    step = constrain_step(fixed_step(logits), banned_ids=[UNK], eos_id=EOS, min_length=2)
-    longer, _ = greedy_decode(step, 0, batch_size=1, **SPECIALS, max_len=6)
+    common = dict(start_tokens=starts(), **SPECIALS, max_len=6, unk_id=UNK)
+    short, _ = decode(fixed_step(logits), 0, DecodingOptions(), **common)
+    constrained = DecodingOptions(suppress_unk=True, min_new_tokens=2)
+    longer, _ = decode(fixed_step(logits), 0, constrained, **common)
     assert short[0].tolist() == [EOS] and longer[0].tolist() == [7, 7, EOS]
+
+
+# Options ---------------------------------------------------------------------------------------
+def test_decode_picks_greedy_beam_or_sampling_from_the_options():
+    tables, state = trap()[None], Rows(torch.zeros(1, dtype=torch.long))
+    common = dict(start_tokens=starts(), **SPECIALS, max_len=6)
+    greedy, _ = decode(table_step(tables), state, DecodingOptions(), **common)
+    beam, _ = decode(
+        table_step(tables), state, DecodingOptions(beam_size=2, length_penalty=0), **common
+    )
+    assert greedy[0].tolist() == [4, EOS] and beam[0].tolist() == [5, EOS]
+    seeded = DecodingOptions(sample=True, seed=3)
+    draws = [
+        decode(table_step(tables), state, seeded, generator=seeded.generator(), **common)[0]
+        for _ in range(2)
+    ]
+    assert torch.equal(*draws)
+
+
+def test_options_are_validated_once_with_one_error_type_and_keep_their_old_names():
+    options = DecodingOptions().replace(length=50, greedy=False, min_length=1, top_k=[3, 2])
+    assert (options.max_new_tokens, options.sample, options.min_new_tokens) == (50, True, 1)
+    assert options.top_k == (3, 2) and options.to_dict()["top_k"] == [3, 2]
+    assert options.replace(max_length=7).max_new_tokens == 7
+    assert options.greedy() == options.replace(sample=False, beam_size=1)
+    for wrong, key in (
+        ({"beam_size": 0}, "decoding.beam_size"),
+        ({"sample": True, "beam_size": 3}, "decoding.beam_size"),
+        ({"temperature": 0}, "decoding.temperature"),
+        ({"top_k": [3, 0]}, "decoding.top_k"),
+        ({"top_p": 1.5}, "decoding.top_p"),
+        ({"max_new_tokens": 0}, "decoding.max_new_tokens"),
+        ({"sample": "yes"}, "decoding.sample"),
+        ({"beam": 2}, "decoding: unknown option"),
+    ):
+        with pytest.raises(ConfigError, match=key):
+            DecodingOptions().replace(**wrong)

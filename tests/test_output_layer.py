@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 
 from rnnlab.errors import ConfigError
 from rnnlab.inference import load_checkpoint, predict_texts
+from rnnlab.models.decoding import DecodingOptions
 from rnnlab.models.language_model import RNNLanguageModel
 from rnnlab.models.output_layer import (
     OUTPUT_LAYERS,
@@ -238,13 +239,15 @@ def test_each_layer_learns_a_tiny_translation_task(toy_models, layer):
     src, lengths, tgt = toy_pairs(200, seed=1)
     greedy = net.generate(src, lengths)
     assert exact_match(greedy["tokens"], tgt) >= 0.8
-    beam = net.generate(src, lengths, beam_size=3)
+    beam = net.generate(src, lengths, DecodingOptions(beam_size=3))
     assert exact_match(beam["tokens"], tgt) >= 0.8
     assert beam["attention"].shape[:2] == beam["tokens"].shape
-    assert torch.equal(net.generate(src, lengths, beam_size=1)["tokens"], greedy["tokens"])
-    top_1 = net.generate(src, lengths, sampling={"top_k": 1})["tokens"]
+    one = net.generate(src, lengths, DecodingOptions(beam_size=1))["tokens"]
+    assert torch.equal(one, greedy["tokens"])
+    top_1 = net.generate(src, lengths, DecodingOptions(sample=True, top_k=1))["tokens"]
     assert torch.equal(top_1, greedy["tokens"])
-    tokens = net.generate(src, lengths, banned_ids=[1], no_repeat=True, min_length=2)["tokens"]
+    constrained = DecodingOptions(suppress_unk=True, no_repeat=True, min_new_tokens=2)
+    tokens = net.generate(src, lengths, constrained)["tokens"]
     assert not (tokens == 1).any() and not (tokens[:, 0] == 3).any()
     assert not ((tokens[:, 1:] == tokens[:, :-1]) & (tokens[:, 1:] > 3)).any()
     # Teacher forcing scores the whole sequence as stepping through it does.

@@ -47,7 +47,7 @@ def tiny_data(tmp_path_factory) -> dict[str, list[str]]:
         "parity": [*generated, "data.length=12"],
         "mnist_rows": [f"data.path={mnist}"],
         "sentiment": [f"data.path={root / 's_labelled.txt'}"],
-        "book": [f"data.path={root / 'book.txt'}", "data.seq_len=8", "module.generation.length=5"],
+        "book": [f"data.path={root / 'book.txt'}", "data.seq_len=8", "decoding.max_new_tokens=5"],
         "translate": ["data.corpus=files", f"data.path={root / 'pairs.tsv'}", "data.min_count=1"],
         "chat": [f"data.path={root / 'tweets.txt'}", "data.min_answer_length=1"],
     }

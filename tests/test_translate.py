@@ -19,6 +19,7 @@ from rnnlab.data.text import detokenize
 from rnnlab.data.translate import BOOK_SENTENCES, TranslationData
 from rnnlab.errors import ConfigError, DataError
 from rnnlab.inference import load_checkpoint
+from rnnlab.models.decoding import DecodingOptions
 from rnnlab.models.seq2seq import Seq2Seq
 
 SPA_TXT = SHARED_DATA / "translate" / "spa-eng" / "spa.txt"
@@ -260,7 +261,7 @@ def test_beam_size_one_is_exactly_greedy(cell):
     model = small_model(cell=cell)
     tokens, lengths = source_batch()
     greedy = model.generate(tokens, lengths)
-    beam = model.generate(tokens, lengths, beam_size=1)
+    beam = model.generate(tokens, lengths, DecodingOptions(beam_size=1))
     assert torch.equal(greedy["tokens"], beam["tokens"])
     is_eos = greedy["tokens"] == 3
     until_eos = (is_eos.cumsum(1) - is_eos.long() == 0)[..., None]  # where beam search stops
@@ -270,13 +271,15 @@ def test_beam_size_one_is_exactly_greedy(cell):
 def test_beam_search_is_batch_independent_and_shaped_like_greedy():
     model = small_model()
     tokens, lengths = source_batch()
-    together = model.generate(tokens, lengths, beam_size=4)
+    together = model.generate(tokens, lengths, DecodingOptions(beam_size=4))
     assert together["tokens"].shape[0] == 6
     assert together["attention"].shape[:2] == together["tokens"].shape
     assert together["attention"].shape[2] == tokens.shape[1]
     for row in range(6):
         alone = model.generate(
-            tokens[row : row + 1, : lengths[row]], lengths[row : row + 1], beam_size=4
+            tokens[row : row + 1, : lengths[row]],
+            lengths[row : row + 1],
+            DecodingOptions(beam_size=4),
         )
         width = alone["tokens"].shape[1]
         assert torch.equal(together["tokens"][row, :width], alone["tokens"][0])
@@ -297,10 +300,12 @@ def test_beam_search_scores_at_least_greedy_and_repeat_decoder_refuses_beams():
 
     with torch.no_grad():
         greedy = log_prob(model.generate(tokens, lengths))
-        beam = log_prob(model.generate(tokens, lengths, beam_size=5, length_penalty=0.0))
+        beam = log_prob(
+            model.generate(tokens, lengths, DecodingOptions(beam_size=5, length_penalty=0))
+        )
     assert bool((beam >= greedy - 1e-4).all()), (beam, greedy)
     with pytest.raises(ConfigError, match="beam_size"):
-        small_model(decoder="repeat").generate(tokens, lengths, beam_size=2)
+        small_model(decoder="repeat").generate(tokens, lengths, DecodingOptions(beam_size=2))
 
 
 def test_unknown_words_are_replaced_by_the_most_attended_source_word(tmp_path):

@@ -21,6 +21,7 @@ from rnnlab.checkpoints import CODEC_KEY
 from rnnlab.codecs.base import Codec
 from rnnlab.data.base import TaskDataModule
 from rnnlab.errors import CheckpointError, RnnlabError
+from rnnlab.models.decoding import DecodingOptions
 from rnnlab.tasks.base import TaskModule
 from rnnlab.transfer import init_from_language_model
 
@@ -60,12 +61,26 @@ def build_datamodule(cfg: DictConfig, codec: Codec | None = None) -> TaskDataMod
     return datamodule
 
 
+# Before `decoding:` (#17), a seq2seq module kept its decoding options as keys of its own and a
+# language model under `generation`.
+_LEGACY_DECODING = (*DecodingOptions.names(), "generation")
+
+
+def _module_node(cfg: DictConfig) -> dict[str, Any]:
+    """The module config, a checkpoint's older decoding keys moved into `decoding`."""
+    node = OmegaConf.to_container(cfg.module, resolve=True)
+    old = {key: node.pop(key) for key in _LEGACY_DECODING if key in node and key != "decoding"}
+    if old:
+        node["decoding"] = DecodingOptions.with_aliases({**old.pop("generation", {}), **old})
+    return node
+
+
 def build_module(cfg: DictConfig, codec: Codec) -> TaskModule:
     """The net sized by the codec, then the LightningModule around it (holding the codec)."""
     net = instantiate_node(cfg, "model", **codec.model_kwargs())
     # Called here rather than through instantiate: Hydra would read a dataclass (the codec) as
     # config.
-    make_module = instantiate_node(cfg, "module", _partial_=True)
+    make_module = instantiate_node({"module": _module_node(cfg)}, "module", _partial_=True)
     return make_module(
         net=net,
         codec=codec,

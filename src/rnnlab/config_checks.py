@@ -23,6 +23,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from rnnlab.errors import require
+from rnnlab.models.decoding import DecodingOptions
 from rnnlab.models.output_layer import OUTPUT_LAYERS
 from rnnlab.models.rnn import CELLS
 
@@ -201,7 +202,8 @@ def flat_items(node: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str,
 
 
 def check_config(cfg: DictConfig) -> None:
-    """Raise ConfigError naming the first key whose value its rule does not allow."""
+    """Raise ConfigError naming the first key whose value its rule does not allow; the
+    `decoding:` node is checked by building it (`DecodingOptions` validates itself)."""
     for key, _ in flat_items(OmegaConf.to_container(cfg, resolve=False)):
         rule = rule_for(key)
         if rule is not None:
@@ -216,3 +218,5 @@ def check_config(cfg: DictConfig) -> None:
         "language model, model.init_from=<its run>/checkpoints/best.ckpt (README), or set "
         "module.freeze_epochs=0",
     )
+    if cfg.get("decoding") is not None:
+        DecodingOptions().replace(**OmegaConf.to_container(cfg.decoding, resolve=True))

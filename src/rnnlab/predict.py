@@ -6,15 +6,15 @@ images: one path per line), in order, so it pipes:
 `python -m rnnlab.predict ckpt_path=... < questions.txt > answers.txt`. A line that cannot be
 encoded gets `!error: <reason>` in its place (and the exit code is 1).
 
-Text generation (task=book) continues each prompt: `text="It was the best of times"` streams the
-continuation to the terminal as it is generated; `length=`, `temperature=`, `top_k=`, `top_p=`,
-`greedy=true` and `seed=` set the sampling (no seed: different text every run). On stdin, line
-breaks inside a generated answer are written as `\\n`, so it stays one line per input line.
-
-Seq2seq tasks (translate, chat, arithmetic): `text="¿Cómo te llamas?"`; `beam_size=5` (batched
-beam search) and `length_penalty=`, or `sample=true` with `temperature=`, `top_k=` (one k or a
-schedule such as `[3,2]`), `top_p=`, `seed=`; `suppress_unk=true`, `no_repeat=true`,
-`min_length=` and `max_length=` constrain any of them (defaults: the checkpoint's).
+Models that generate (translate, chat, arithmetic, book) take the decoding options by the names
+of the config's `decoding:` node, with the checkpoint's as defaults (`rnnlab.models.decoding.
+DecodingOptions`): `beam_size=5` (batched beam search) and `length_penalty=`, or `sample=true`
+with `temperature=`, `top_k=` (one k or a schedule such as `[3,2]`), `top_p=`, `seed=` (none:
+different draws every run); `max_new_tokens=`, and for seq2seq `min_new_tokens=`,
+`suppress_unk=true`, `no_repeat=true`. The earlier names still work: `length=` and
+`max_length=` (max_new_tokens), `min_length=`, `greedy=true` (sample=false). Text generation
+(task=book) with `text=` streams the continuation to the terminal as it is generated; on stdin,
+line breaks inside a generated answer are written as `\\n`, so it stays one line per input line.
 `interactive=true` (or `python -m rnnlab.chat`) opens a prompt (any task) that answers one line
 at a time until Ctrl-D or Ctrl-C.
 """
@@ -30,26 +30,20 @@ from omegaconf import DictConfig, OmegaConf
 from rnnlab.codecs.base import Codec
 from rnnlab.errors import InputError, RnnlabError
 from rnnlab.inference import can_stream, load_checkpoint, predict_texts, stream_generation
-from rnnlab.tasks.base import TaskModule
+from rnnlab.models.decoding import DecodingOptions
+from rnnlab.tasks.base import DecodingTask, TaskModule
 from rnnlab.tasks.language_model import LanguageModelTask
-from rnnlab.tasks.seq2seq import DECODING_DEFAULTS, Seq2SeqTask
 
 USAGE = (
     "usage: python -m rnnlab.predict ckpt_path=<file.ckpt> [text=<input> | image=<file.png>] "
     "[batch_size=256] [trust_checkpoint=true]"
+    "\n  decoding (generating models; defaults: the checkpoint's): [max_new_tokens=N]"
+    "\n    [sample=true] [temperature=1.0] [top_k=K|[3,2]] [top_p=P] [seed=N] [beam_size=5]"
+    "\n    [length_penalty=1.0] [min_new_tokens=N] [suppress_unk=true] [no_repeat=true]"
+    "\n    (also length=, max_length=, min_length=, greedy=true)"
+    "\n  interactive=true: a prompt, one input per line (Ctrl-D or Ctrl-C quits)"
 )
-# Text generation (task=book): how much to generate and how to sample. Absent seed = fresh
-# randomness each run; with text= the continuation is streamed as it is generated.
-GENERATION_OPTIONS = ("length", "temperature", "top_k", "top_p", "greedy", "seed")
-USAGE += "\n  generation: [length=200] [temperature=1.0] [top_k=K] [top_p=P] [greedy=true] [seed=N]"
-# Sequence-to-sequence decoding (task=translate, arithmetic): beam search instead of greedy.
-DECODING_OPTIONS = tuple(DECODING_DEFAULTS)
-USAGE += (
-    "\n  seq2seq: [beam_size=1] [length_penalty=1.0] [sample=true] [temperature=1.0] [top_k=K|[3,2]]"
-    "\n    [top_p=P] [seed=N] [suppress_unk=true] [no_repeat=true] [min_length=N]"
-    " [max_length=N]"
-)
-USAGE += "\n  interactive=true: a prompt, one input per line (Ctrl-D or Ctrl-C quits)"
+DECODING_OPTIONS = DecodingOptions.names()
 RAW_KEYS = ("text", "image")  # user input: kept exactly as typed
 
 
@@ -106,7 +100,7 @@ def parse_cli(argv: Sequence[str]) -> DictConfig:
 def usage_error(args: DictConfig) -> str | None:
     """What is wrong with the arguments as given, or None."""
     known = {"ckpt_path", *RAW_KEYS, "batch_size", "device", "interactive", "trust_checkpoint"}
-    unknown = set(args) - known - {*GENERATION_OPTIONS, *DECODING_OPTIONS}
+    unknown = set(args) - known - set(DECODING_OPTIONS)
     if unknown:
         return f"unknown option(s) {sorted(unknown)}"
     if "ckpt_path" not in args:
@@ -120,21 +114,13 @@ def usage_error(args: DictConfig) -> str | None:
 
 
 def configure(module: TaskModule, options: dict[str, Any]) -> None:
-    """Set the task's generation or decoding options for this call; a language model draws
-    fresh randomness unless given a seed (ConfigError/InputError for a wrong option)."""
-    if isinstance(module, LanguageModelTask):
-        accepted, kind = GENERATION_OPTIONS, "text generation"
-    elif isinstance(module, Seq2SeqTask):
-        accepted, kind = DECODING_OPTIONS, "seq2seq decoding"
-    else:
-        accepted, kind = (), "prediction"
-    wrong = sorted(set(options) - set(accepted))
-    if wrong:
-        raise InputError(f"{wrong} are not options of this task's {kind}\n{USAGE}")
-    if isinstance(module, LanguageModelTask):
-        module.configure_generation(**{"seed": None, **options})
-    elif isinstance(module, Seq2SeqTask):
-        module.configure_decoding(**options)
+    """Decode as the checkpoint does, with `options` changed (ConfigError for a wrong one).
+    Draws are fresh every run unless `seed=` is given."""
+    if not isinstance(module, DecodingTask):
+        if options:
+            raise InputError(f"{sorted(options)}: this task does not generate\n{USAGE}")
+        return
+    module.configure_decoding(**{"seed": None, **options})
 
 
 def answer(args: DictConfig, module: TaskModule, codec: Codec) -> int:
@@ -181,7 +167,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "image= is for image tasks (mnist_rows); this checkpoint's task reads text: "
                 f"use text=\n{USAGE}"
             )
-        configure(module, {k: args[k] for k in args if k in GENERATION_OPTIONS + DECODING_OPTIONS})
+        options = {key: args[key] for key in args if key in DECODING_OPTIONS}
+        configure(module, OmegaConf.to_container(OmegaConf.create(options)))
     except RnnlabError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

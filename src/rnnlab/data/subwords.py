@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from rnnlab.data.vocab import EOS, PAD, SOS, UNK, Vocab
+from rnnlab.errors import require
 
 SPECIALS = (PAD, UNK, SOS, EOS)
 
@@ -116,3 +117,16 @@ def vocab_labels(vocab: Vocab | BPEVocab, ids: Iterable[int]) -> list[str]:
     if isinstance(vocab, BPEVocab):
         return vocab.pieces(ids)
     return [vocab.itos[int(i)] for i in ids]
+
+
+def check_vocab_sizes(tokenizer: str, **sizes: int) -> None:
+    """ConfigError unless each `data.<key>` size leaves room for the specials (and, with
+    `tokenizer="bpe"`, for BPE's 256 bytes)."""
+    for key, size in sizes.items():
+        require(size > 4, f"data.{key}", f"must be more than the 4 specials, got {size}")
+        require(
+            tokenizer != "bpe" or size >= BPEVocab.MIN_SIZE,
+            f"data.{key}",
+            f"byte-level BPE needs at least {BPEVocab.MIN_SIZE} (256 bytes, the specials and "
+            f"some merges), got {size}",
+        )

@@ -40,7 +40,7 @@ from rnnlab.data.batching import BucketBatchSampler, EpochShuffleSampler, Tensor
 from rnnlab.data.download import DownloadError, check_zip, download
 from rnnlab.data.readers import CorpusError, read_pair_files
 from rnnlab.data.splits import check_fractions, split_by_group
-from rnnlab.data.subwords import BPEVocab
+from rnnlab.data.subwords import BPEVocab, check_vocab_sizes
 from rnnlab.data.text import Tokenizer, detokenize, normalize
 from rnnlab.data.truecase import Truecaser
 from rnnlab.data.vocab import Vocab
@@ -75,18 +75,6 @@ BOOK_SENTENCES = (
     ("Si", "Yes."),
     ("No", "No."),
 )
-
-
-def _check_vocab_sizes(tokenizer: str, **sizes: int) -> None:
-    """ConfigError unless each size leaves room for the specials (and BPE's 256 bytes)."""
-    for key, size in sizes.items():
-        require(size > 4, f"data.{key}", f"must be more than the 4 specials, got {size}")
-        require(
-            tokenizer != "bpe" or size >= BPEVocab.MIN_SIZE,
-            f"data.{key}",
-            f"byte-level BPE needs at least {BPEVocab.MIN_SIZE} (256 bytes, the specials and "
-            f"some merges), got {size}",
-        )
 
 
 class TranslationData(TaskDataModule):
@@ -136,7 +124,7 @@ class TranslationData(TaskDataModule):
             require_positive(value, f"data.{key}", null=True)
         ratio = max_length_ratio
         require(ratio is None or ratio >= 1, "data.max_length_ratio", f"must be >= 1, got {ratio}")
-        _check_vocab_sizes(tokenizer, src_vocab_size=src_vocab_size, tgt_vocab_size=tgt_vocab_size)
+        check_vocab_sizes(tokenizer, src_vocab_size=src_vocab_size, tgt_vocab_size=tgt_vocab_size)
         require(min_count >= 1, "data.min_count", f"must be >= 1, got {min_count}")
         check_fractions(val_fraction, test_fraction)
         self.corpus = corpus

@@ -1,18 +1,149 @@
-"""The one decoding module: turn a step function into output sequences.
+"""The one decoding module: how to decode (`DecodingOptions`) and turning a step function into
+output sequences.
 
 A decoder exposes `step(prev_tokens (B,), state) -> (logits (B, V), state, attention (B, S) | None)`
 and a state with `index_select(index)` (reorders the batch dim, as beam search needs). Greedy
-decoding, sampling (temperature, top-k, top-p) and batched beam search share that contract, and
-`constrain_step` wraps a step function so any of them avoids given tokens or repeats.
+decoding, sampling (temperature, top-k, top-p) and batched beam search share that contract,
+`constrain_step` wraps a step function so any of them avoids given tokens or repeats, and
+`decode` picks one of them for a set of options.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Protocol
+import dataclasses
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
 
 import torch
 from torch import Tensor
+
+from rnnlab.errors import require
+
+
+def _is_int(value: Any, low: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class DecodingOptions:
+    """How a model generates, the same names for language models and seq2seq models: the
+    config's `decoding:` node, `rnnlab.predict`'s key=value options, a checkpoint's defaults.
+
+    `max_new_tokens`: tokens to generate (a language model generates exactly that many; a
+    seq2seq model stops at <eos>, at most that many; None: the longest training target + 2).
+    `sample`: draw each token (`temperature`, `top_k`: one k or a schedule such as (3, 2) for
+    the first token and the rest, `top_p`, `seed`: None draws fresh randomness) instead of the
+    most likely one, or the best of a `beam_size` beam search ranked by
+    log p / length ** `length_penalty`. Constraints (seq2seq): `suppress_unk` never outputs
+    <unk>, `no_repeat` never the token just output, `min_new_tokens` before <eos>. Validated
+    once, here: every problem is a ConfigError naming the key.
+    """
+
+    max_new_tokens: int | None = None
+    min_new_tokens: int = 0
+    sample: bool = False
+    beam_size: int = 1
+    length_penalty: float = 1.0
+    temperature: float = 1.0
+    top_k: int | tuple[int, ...] | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    suppress_unk: bool = False
+    no_repeat: bool = False
+
+    #: Earlier names (a language model's `length`/`greedy`, seq2seq's `max_length`/
+    #: `min_length`), still read everywhere options are given.
+    ALIASES: ClassVar[dict[str, str]] = {
+        "length": "max_new_tokens",
+        "max_length": "max_new_tokens",
+        "min_length": "min_new_tokens",
+        "greedy": "sample",  # negated
+    }
+
+    def __post_init__(self) -> None:
+        if self.top_k is not None and not isinstance(self.top_k, int):
+            object.__setattr__(self, "top_k", tuple(self.top_k))  # lists from configs
+        checks = {
+            "max_new_tokens": (
+                self.max_new_tokens is None or _is_int(self.max_new_tokens, 1),
+                "a positive integer or null",
+            ),
+            "min_new_tokens": (_is_int(self.min_new_tokens, 0), "an integer >= 0"),
+            "beam_size": (_is_int(self.beam_size, 1), "a positive integer"),
+            "length_penalty": (_is_number(self.length_penalty), "a number"),
+            "temperature": (_is_number(self.temperature) and self.temperature > 0, "a number > 0"),
+            "top_k": (
+                self.top_k is None
+                or _is_int(self.top_k, 1)
+                or (bool(self.top_k) and all(_is_int(k, 1) for k in self.top_k)),
+                "a positive integer, a list of them (a schedule) or null",
+            ),
+            "top_p": (
+                self.top_p is None or (_is_number(self.top_p) and 0 < self.top_p <= 1),
+                "a number in (0, 1] or null",
+            ),
+            "seed": (self.seed is None or _is_int(self.seed, 0), "an integer >= 0 or null"),
+        }
+        checks.update(
+            (key, (isinstance(getattr(self, key), bool), "true or false"))
+            for key in ("sample", "suppress_unk", "no_repeat")
+        )
+        for key, (ok, allowed) in checks.items():
+            require(ok, f"decoding.{key}", f"must be {allowed}, got {getattr(self, key)!r}")
+        require(
+            not (self.sample and self.beam_size > 1),
+            "decoding.beam_size",
+            "sample=true draws one answer: use beam_size=1 (or sample=false)",
+        )
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        """Every option name, aliases included (what `rnnlab.predict` accepts)."""
+        return (*(field.name for field in dataclasses.fields(cls)), *cls.ALIASES)
+
+    @classmethod
+    def with_aliases(cls, options: Mapping[str, Any]) -> dict[str, Any]:
+        """`options` under their current names (`greedy=true` -> `sample=false`); ConfigError
+        for an unknown name."""
+        unknown = sorted(set(options) - set(cls.names()))
+        require(not unknown, "decoding", f"unknown option(s) {unknown}; known: {cls.names()}")
+        renamed = {}
+        for key, value in options.items():
+            name = cls.ALIASES.get(key, key)
+            renamed[name] = (
+                (not value if isinstance(value, bool) else value) if key == "greedy" else value
+            )
+        return renamed
+
+    def replace(self, **options: Any) -> DecodingOptions:
+        """These options with some changed (any name or alias), validated."""
+        return dataclasses.replace(self, **self.with_aliases(options))
+
+    def greedy(self) -> DecodingOptions:
+        """The same constraints, decoded greedily (validation: fast, comparable across epochs)."""
+        return dataclasses.replace(self, sample=False, beam_size=1)
+
+    @property
+    def constrained(self) -> bool:
+        return self.suppress_unk or self.no_repeat or self.min_new_tokens > 0
+
+    def generator(self, device: torch.device | str = "cpu") -> torch.Generator | None:
+        """A generator seeded with `seed`, or None (torch's global one) without a seed."""
+        if self.seed is None:
+            return None
+        return torch.Generator(device=device).manual_seed(self.seed)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values (a schedule as a list), as a config holds them."""
+        values = dataclasses.asdict(self)
+        if isinstance(self.top_k, tuple):
+            values["top_k"] = list(self.top_k)
+        return values
 
 
 class DecoderState(Protocol):
@@ -31,23 +162,16 @@ def mask_after_eos(tokens: Tensor, eos_id: int, pad_id: int) -> Tensor:
 
 @torch.no_grad()
 def greedy_decode(
-    step: StepFn,
-    state: Any,
-    *,
-    batch_size: int,
-    sos_id: int,
-    eos_id: int,
-    pad_id: int,
-    max_len: int,
-    device: torch.device | None = None,
+    step: StepFn, state: Any, *, start_tokens: Tensor, eos_id: int, pad_id: int, max_len: int
 ) -> tuple[Tensor, Tensor | None]:
-    """Pick the most likely token at each step, for the whole batch at once.
+    """Pick the most likely token at each step, for the whole batch at once, starting from
+    `start_tokens` (B,) (<sos>).
 
     Returns tokens (B, T <= max_len) without <sos>, padded after <eos>, and the attention
     weights (B, T, S) when the decoder attends (else None). Stops when every row has ended.
     """
-    prev = torch.full((batch_size,), sos_id, dtype=torch.long, device=device)
-    finished = torch.zeros(batch_size, dtype=torch.bool, device=device)
+    prev = start_tokens
+    finished = torch.zeros_like(start_tokens, dtype=torch.bool)
     tokens, weights = [], []
     for _ in range(max_len):
         logits, state, attention = step(prev, state)
@@ -133,20 +257,18 @@ def filter_top_p(logits: Tensor, p: float | None) -> Tensor:
 
 def sample_next(
     logits: Tensor,
+    options: DecodingOptions,
     *,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    greedy: bool = False,
+    position: int = 0,
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """One token per row from logits (B, V) -> (B,): argmax if `greedy`, else a draw from
-    softmax(logits / temperature) restricted by top-k and then top-p."""
-    if greedy:
+    """One token per row from logits (B, V) -> (B,): the argmax unless `options.sample`, else a
+    draw from softmax(logits / temperature) restricted by top-k (the k for this `position`)
+    and then top-p."""
+    if not options.sample:
         return logits.argmax(-1)
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0 (use greedy for argmax), got {temperature}")
-    logits = filter_top_p(filter_top_k(logits / temperature, top_k), top_p)
+    logits = filter_top_k(logits / options.temperature, top_k_at(options.top_k, position))
+    logits = filter_top_p(logits, options.top_p)
     return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
 
 
@@ -154,32 +276,22 @@ def sample_next(
 def iter_sample(
     step: StepFn,
     state: Any,
+    options: DecodingOptions,
     *,
     start_tokens: Tensor,
     max_len: int,
-    temperature: float = 1.0,
-    top_k: int | Sequence[int] | None = None,
-    top_p: float | None = None,
-    greedy: bool = False,
     generator: torch.Generator | None = None,
 ) -> Iterator[Tensor]:
-    """Yield the sampled tokens (B,) one step at a time (for streaming to a terminal).
+    """Yield the drawn (or, without `options.sample`, most likely) tokens (B,) one step at a
+    time (for streaming to a terminal).
 
     `start_tokens` (B,) are fed at the first step (<sos>, or the last token of a prompt whose
-    other tokens are already in `state`); each sampled token is fed back at the next step.
-    `top_k` is one k or a per-position schedule (`top_k_at`).
+    other tokens are already in `state`); each token is fed back at the next step.
     """
     prev = start_tokens
     for position in range(max_len):
         logits, state, _ = step(prev, state)
-        prev = sample_next(
-            logits,
-            temperature=temperature,
-            top_k=top_k_at(top_k, position),
-            top_p=top_p,
-            greedy=greedy,
-            generator=generator,
-        )
+        prev = sample_next(logits, options, position=position, generator=generator)
         yield prev
 
 
@@ -187,18 +299,16 @@ def iter_sample(
 def sample_decode(
     step: StepFn,
     state: Any,
+    options: DecodingOptions,
     *,
     start_tokens: Tensor,
     max_len: int,
-    temperature: float = 1.0,
-    top_k: int | Sequence[int] | None = None,
-    top_p: float | None = None,
-    greedy: bool = False,
     generator: torch.Generator | None = None,
     eos_id: int | None = None,
     pad_id: int = 0,
 ) -> tuple[Tensor, None]:
-    """Sample a whole batch: tokens (B, T <= max_len), and None (no attention is collected).
+    """`iter_sample` for a whole batch: tokens (B, T <= max_len), and None (no attention is
+    collected).
 
     With `eos_id`, rows are padded after their <eos> and decoding stops once every row has
     ended; without it (language models) exactly `max_len` tokens are drawn. The same
@@ -206,17 +316,10 @@ def sample_decode(
     """
     finished = torch.zeros(len(start_tokens), dtype=torch.bool, device=start_tokens.device)
     tokens = []
-    for sampled in iter_sample(
-        step,
-        state,
-        start_tokens=start_tokens,
-        max_len=max_len,
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
-        greedy=greedy,
-        generator=generator,
-    ):
+    steps = iter_sample(
+        step, state, options, start_tokens=start_tokens, max_len=max_len, generator=generator
+    )
+    for sampled in steps:
         tokens.append(sampled.masked_fill(finished, pad_id))
         if eos_id is not None:
             finished |= sampled == eos_id
@@ -226,68 +329,51 @@ def sample_decode(
 
 
 # Beam search ---------------------------------------------------------------------------------
-@torch.no_grad()
-def beam_search(
-    step: StepFn,
-    state: Any,
-    *,
-    beam_size: int,
-    sos_id: int,
-    eos_id: int,
-    pad_id: int,
-    max_len: int,
-    length_penalty: float = 1.0,
-    batch_size: int,
-    device: torch.device | None = None,
-) -> tuple[Tensor, Tensor | None]:
-    """Keep the `beam_size` best partial translations of every sentence, all sentences at once.
+@dataclass
+class _Beams:
+    """The live hypotheses of a beam search: `size` rows per unfinished sentence, row b*K + k
+    being hypothesis k of live sentence b."""
 
-    The batch is expanded to B x K rows (row b*K + k is hypothesis k of sentence b) and `state`
-    is reordered with `state.index_select` after every step, so one `step` call serves the whole
-    batch. Hypotheses are ranked by log p / length ** length_penalty (0: plain sum of log
-    probabilities, favours short outputs; 1: mean log probability per token). A hypothesis that
-    emitted <eos> stays in its beam and only extends with <pad> at no cost; a sentence is done
-    once its best-ranked hypothesis has ended, and its rows then leave the batch, so the steps
-    that remain cost only what the unfinished sentences need.
+    size: int
+    length_penalty: float
+    sentence: Tensor  # (B_live,) index of each live sentence in the batch
+    state: Any
+    prev: Tensor  # (B_live * K,) each hypothesis's last token
+    scores: Tensor  # (B_live * K,) sum of log p
+    lengths: Tensor  # (B_live * K,) tokens so far, <eos> included
+    ended: Tensor  # (B_live * K,) emitted <eos>
+    tokens: Tensor  # (B_live * K, T)
+    weights: Tensor | None = None  # (B_live * K, T, S) when the decoder attends
 
-    Returns the best hypothesis per sentence, shaped like `greedy_decode`'s output: tokens
-    (B, T <= max_len) without <sos>, <pad> after <eos>, and its attention weights (B, T, S)
-    (zeros after a sentence's end), or None when the decoder does not attend. With beam_size=1
-    the tokens are exactly greedy decoding's.
-    """
-    if beam_size < 1:
-        raise ValueError(f"beam_size must be a positive integer, got {beam_size}")
-    K = beam_size  # noqa: N806 - the usual name
-    sentence = torch.arange(batch_size, device=device)  # original index of each live sentence
-    state = state.index_select(sentence.repeat_interleave(K))
-    # Only hypothesis 0 is alive at the start, so the first step does not pick K copies of it.
-    scores = torch.full((batch_size, K), float("-inf"), device=device)
-    scores[:, 0] = 0.0
-    scores = scores.view(-1)
-    prev = torch.full((batch_size * K,), sos_id, dtype=torch.long, device=device)
-    lengths = torch.zeros_like(prev)  # tokens so far, <eos> included
-    ended = torch.zeros_like(prev, dtype=torch.bool)  # emitted <eos>
-    tokens = prev.new_empty(batch_size * K, 0)
-    weights: Tensor | None = None
-    best_tokens: list[Tensor | None] = [None] * batch_size
-    best_weights: list[Tensor | None] = [None] * batch_size
+    @classmethod
+    def start(cls, state: Any, start_tokens: Tensor, size: int, length_penalty: float) -> _Beams:
+        sentence = torch.arange(len(start_tokens), device=start_tokens.device)
+        rows = sentence.repeat_interleave(size)
+        # Only hypothesis 0 is alive at the start, so the first step does not pick K copies.
+        scores = torch.full((len(sentence), size), float("-inf"), device=start_tokens.device)
+        scores[:, 0] = 0.0
+        prev = start_tokens.index_select(0, rows)
+        return cls(
+            size,
+            length_penalty,
+            sentence,
+            state.index_select(rows),
+            prev,
+            scores.view(-1),
+            lengths=torch.zeros_like(prev),
+            ended=torch.zeros_like(prev, dtype=torch.bool),
+            tokens=prev.new_empty(len(prev), 0),
+        )
 
-    def normalised(total: Tensor, length: Tensor) -> Tensor:
-        return total / length.clamp(min=1).to(total.dtype) ** length_penalty
+    def normalised(self, total: Tensor, length: Tensor) -> Tensor:
+        """log p / length ** length_penalty: what hypotheses are ranked by."""
+        return total / length.clamp(min=1).to(total.dtype) ** self.length_penalty
 
-    def finish(which: Tensor) -> None:
-        """Store the best hypothesis of the live sentences `which` (B_live,) marks."""
-        live = len(sentence)
-        best = normalised(scores, lengths).view(live, K).argmax(1)
-        for position in which.nonzero().flatten().tolist():
-            row = position * K + int(best[position])
-            best_tokens[int(sentence[position])] = tokens[row]
-            if weights is not None:
-                best_weights[int(sentence[position])] = weights[row]
-
-    for _ in range(max_len):
-        logits, state, attention = step(prev, state)
-        live = len(sentence)
+    def extend(
+        self, logits: Tensor, attention: Tensor | None, state: Any, pad_id: int, eos_id: int
+    ) -> None:
+        """Keep each sentence's K best one-token extensions of its hypotheses."""
+        K, live = self.size, len(self.sentence)  # noqa: N806 - the usual name
         # Each hypothesis's K best next tokens are the only candidates that can make the
         # sentence's top K: rank K x K candidates instead of K x V (no (rows, V) temporaries
         # beyond the logits). log p = logit - logsumexp; ranking within a row needs no softmax.
@@ -298,48 +384,136 @@ def beam_search(
         # An ended hypothesis has one continuation, <pad>, at no cost.
         only_pad = torch.full_like(row_log_probs, float("-inf"))
         only_pad[:, 0] = 0.0
-        row_log_probs = torch.where(ended[:, None], only_pad, row_log_probs)
-        row_tokens = row_tokens.masked_fill(ended[:, None], pad_id)
-        total = scores[:, None] + row_log_probs  # (live * K, k)
-        new_lengths = torch.where(ended, lengths, lengths + 1)
-        key = normalised(total, new_lengths[:, None]).view(live, K * k)
+        row_log_probs = torch.where(self.ended[:, None], only_pad, row_log_probs)
+        row_tokens = row_tokens.masked_fill(self.ended[:, None], pad_id)
+        total = self.scores[:, None] + row_log_probs  # (live * K, k)
+        new_lengths = torch.where(self.ended, self.lengths, self.lengths + 1)
+        key = self.normalised(total, new_lengths[:, None]).view(live, K * k)
         choice = key.topk(K, dim=1).indices  # (live, K), best first
-        first_row = torch.arange(live, device=device)[:, None] * K
+        first_row = torch.arange(live, device=logits.device)[:, None] * K
         select = (first_row + choice // k).view(-1)  # the row each new hypothesis extends
-        prev = row_tokens.view(live, -1).gather(1, choice).view(-1)
-        scores = total.view(live, -1).gather(1, choice).view(-1)
-        lengths = new_lengths[select]
-        ended = ended[select] | (prev == eos_id)
-        tokens = torch.cat([tokens[select], prev[:, None]], 1)
+        self.prev = row_tokens.view(live, -1).gather(1, choice).view(-1)
+        self.scores = total.view(live, -1).gather(1, choice).view(-1)
+        self.lengths = new_lengths[select]
+        self.ended = self.ended[select] | (self.prev == eos_id)
+        self.tokens = torch.cat([self.tokens[select], self.prev[:, None]], 1)
         if attention is not None:
             step_weights = attention.index_select(0, select)[:, None]
-            weights = (
-                step_weights if weights is None else torch.cat([weights[select], step_weights], 1)
+            previous = self.weights
+            self.weights = (
+                step_weights if previous is None else torch.cat([previous[select], step_weights], 1)
             )
-        state = state.index_select(select)
-        done = ended.view(live, K)[:, 0]
+        self.state = state.index_select(select)
+
+    def best(self, which: Tensor) -> Iterator[tuple[int, Tensor, Tensor | None]]:
+        """(sentence, tokens, attention weights) of the best hypothesis of each live sentence
+        `which` (B_live,) marks."""
+        best = self.normalised(self.scores, self.lengths).view(-1, self.size).argmax(1)
+        for position in which.nonzero().flatten().tolist():
+            row = position * self.size + int(best[position])
+            weights = self.weights[row] if self.weights is not None else None
+            yield int(self.sentence[position]), self.tokens[row], weights
+
+    def drop(self, done: Tensor) -> None:
+        """Remove the sentences `done` (B_live,) marks: the next steps cost only the rest."""
+        rows = (~done).repeat_interleave(self.size).nonzero().flatten()
+        self.sentence = self.sentence[~done]
+        self.state = self.state.index_select(rows)
+        self.prev, self.scores, self.lengths, self.ended, self.tokens = (
+            x[rows] for x in (self.prev, self.scores, self.lengths, self.ended, self.tokens)
+        )
+        self.weights = self.weights[rows] if self.weights is not None else None
+
+
+def _padded(rows: Sequence[Tensor], pad_id: float) -> Tensor:
+    """Rows (T_i, ...) stacked into (N, max T_i, ...), filled with `pad_id` after each."""
+    out = rows[0].new_full((len(rows), max(len(row) for row in rows), *rows[0].shape[1:]), pad_id)
+    for index, row in enumerate(rows):
+        out[index, : len(row)] = row
+    return out
+
+
+@torch.no_grad()
+def beam_search(
+    step: StepFn,
+    state: Any,
+    *,
+    start_tokens: Tensor,
+    beam_size: int,
+    eos_id: int,
+    pad_id: int,
+    max_len: int,
+    length_penalty: float = 1.0,
+) -> tuple[Tensor, Tensor | None]:
+    """Keep the `beam_size` best partial translations of every sentence, all sentences at once.
+
+    The batch of `start_tokens` (B,) (<sos>) is expanded to B x K rows and `state` is reordered
+    with `state.index_select` after every step, so one `step` call serves the whole batch.
+    Hypotheses are ranked by log p / length ** length_penalty (0: plain sum of log
+    probabilities, favours short outputs; 1: mean log probability per token). A hypothesis that
+    emitted <eos> stays in its beam and only extends with <pad> at no cost; a sentence is done
+    once its best-ranked hypothesis has ended, and its rows then leave the batch.
+
+    Returns the best hypothesis per sentence, shaped like `greedy_decode`'s output: tokens
+    (B, T <= max_len) without <sos>, <pad> after <eos>, and its attention weights (B, T, S)
+    (zeros after a sentence's end), or None when the decoder does not attend. With beam_size=1
+    the tokens are exactly greedy decoding's.
+    """
+    beams = _Beams.start(state, start_tokens, beam_size, length_penalty)
+    best: list[tuple[Tensor, Tensor | None] | None] = [None] * len(start_tokens)
+    for _ in range(max_len):
+        logits, state, attention = step(beams.prev, beams.state)
+        beams.extend(logits, attention, state, pad_id, eos_id)
+        done = beams.ended.view(-1, beam_size)[:, 0]
         if bool(done.any()):
-            finish(done)
+            for sentence, tokens, weights in beams.best(done):
+                best[sentence] = (tokens, weights)
             if bool(done.all()):
                 break
-            keep = (~done).repeat_interleave(K)
-            rows = keep.nonzero().flatten()
-            sentence = sentence[~done]
-            state = state.index_select(rows)
-            scores, prev, lengths, ended, tokens = (
-                x[rows] for x in (scores, prev, lengths, ended, tokens)
-            )
-            weights = weights[rows] if weights is not None else None
+            beams.drop(done)
     else:  # max_len reached: the best of what is there
-        finish(torch.ones(len(sentence), dtype=torch.bool, device=device))
-    width = max(len(t) for t in best_tokens)
-    out = torch.full((batch_size, width), pad_id, dtype=torch.long, device=device)
-    for index, row in enumerate(best_tokens):
-        out[index, : len(row)] = row
-    if best_weights[0] is None:
-        return out, None
-    source_len = best_weights[0].size(-1)
-    out_weights = best_weights[0].new_zeros(batch_size, width, source_len)
-    for index, row in enumerate(best_weights):
-        out_weights[index, : len(row)] = row
-    return out, out_weights
+        for sentence, tokens, weights in beams.best(
+            torch.ones_like(beams.sentence, dtype=torch.bool)
+        ):
+            best[sentence] = (tokens, weights)
+    tokens = _padded([tokens for tokens, _ in best], pad_id)
+    if best[0][1] is None:
+        return tokens, None
+    return tokens, _padded([weights for _, weights in best], 0.0)
+
+
+def decode(
+    step: StepFn,
+    state: Any,
+    options: DecodingOptions,
+    *,
+    start_tokens: Tensor,
+    max_len: int,
+    eos_id: int,
+    pad_id: int,
+    unk_id: int | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor | None]:
+    """Decode a batch from `start_tokens` (B,) as `options` say: a sample, the best of a beam
+    search or greedily, under their constraints. Returns tokens (B, T <= max_len) ending in
+    <eos> then <pad>, and attention weights (B, T, S) or None."""
+    if options.constrained:
+        step = constrain_step(
+            step,
+            banned_ids=[unk_id] if options.suppress_unk and unk_id is not None else [],
+            no_repeat=options.no_repeat,
+            eos_id=eos_id,
+            min_length=options.min_new_tokens,
+        )
+    common = {"start_tokens": start_tokens, "max_len": max_len, "eos_id": eos_id, "pad_id": pad_id}
+    if options.sample:
+        return sample_decode(step, state, options, generator=generator, **common)
+    if options.beam_size > 1:
+        return beam_search(
+            step,
+            state,
+            beam_size=options.beam_size,
+            length_penalty=options.length_penalty,
+            **common,
+        )
+    return greedy_decode(step, state, **common)

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from rnnlab.errors import require
-from rnnlab.models.decoding import iter_sample, sample_decode
+from rnnlab.models.decoding import DecodingOptions, iter_sample, sample_decode
 from rnnlab.models.output_layer import OutputLayer, make_output_layer
 from rnnlab.models.rnn import State, make_rnn, map_state, run_rnn
 
@@ -117,23 +117,50 @@ class RNNLanguageModel(nn.Module):
         read = (lengths > 1).to(self.embedding.weight.dtype).view(1, -1, 1)
         return map_state(state, lambda s: s * read), last
 
-    @torch.no_grad()
-    def generate(self, tokens: Tensor, lengths: Tensor, *, length: int, **sampling) -> Tensor:
-        """Continue each prompt by `length` tokens: (B, T), (B,) -> (B, length).
-
-        `sampling`: temperature, top_k, top_p, greedy, generator (see decoding.sample_decode).
-        """
-        state, last = self.prime(tokens, lengths)
-        generated, _ = sample_decode(
-            self.step, state, start_tokens=last, max_len=length, **sampling
+    def check_decoding(self, options: DecodingOptions) -> None:
+        """ConfigError if a language model cannot generate as `options` say: it draws or picks
+        one token at a time for `max_new_tokens` tokens, with no beam search or constraints."""
+        require(
+            options.max_new_tokens is not None,
+            "decoding.max_new_tokens",
+            "a language model needs the number of tokens to generate",
         )
-        return generated
+        for key, used in (
+            ("beam_size", options.beam_size > 1),
+            ("suppress_unk", options.suppress_unk),
+            ("no_repeat", options.no_repeat),
+            ("min_new_tokens", options.min_new_tokens > 0),
+        ):
+            require(not used, f"decoding.{key}", "is a seq2seq option, not a language model's")
+
+    @torch.no_grad()
+    def generate(
+        self,
+        tokens: Tensor,
+        lengths: Tensor,
+        options: DecodingOptions,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Continue each prompt by `options.max_new_tokens` tokens, drawn or picked as `options`
+        say: tokens (B, T) right-padded, lengths (B,) -> (B, max_new_tokens)."""
+        self.check_decoding(options)
+        state, last = self.prime(tokens, lengths)
+        start = {"start_tokens": last, "max_len": options.max_new_tokens, "generator": generator}
+        return sample_decode(self.step, state, options, **start)[0]
 
     @torch.no_grad()
     def stream(
-        self, tokens: Tensor, lengths: Tensor, *, length: int, **sampling
+        self,
+        tokens: Tensor,
+        lengths: Tensor,
+        options: DecodingOptions,
+        *,
+        generator: torch.Generator | None = None,
     ) -> Iterator[Tensor]:
         """Like `generate`, but yields each step's tokens (B,) as soon as they are drawn; with
         the same generator seed the tokens are exactly those of `generate`."""
+        self.check_decoding(options)
         state, last = self.prime(tokens, lengths)
-        yield from iter_sample(self.step, state, start_tokens=last, max_len=length, **sampling)
+        start = {"start_tokens": last, "max_len": options.max_new_tokens, "generator": generator}
+        yield from iter_sample(self.step, state, options, **start)

@@ -13,24 +13,17 @@ decoders compute the features it reads, and training hands those to its `loss`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnlab.errors import require
+from rnnlab.errors import require, require_one_of, require_positive
 from rnnlab.models.attention import BahdanauAttention
-from rnnlab.models.decoding import (
-    beam_search,
-    constrain_step,
-    greedy_decode,
-    mask_after_eos,
-    sample_decode,
-)
+from rnnlab.models.decoding import DecodingOptions, decode, mask_after_eos
 from rnnlab.models.output_layer import OutputLayer, make_output_layer
 from rnnlab.models.rnn import State, cell_kind, last_layer_summary, make_rnn, map_state, run_rnn
 
@@ -256,6 +249,28 @@ class RepeatDecoder(nn.Module):
         return self.dropout(outputs), weights
 
 
+def _check_settings(
+    decoder: str,
+    attention: str,
+    embedding_dim: int,
+    max_target_len: int,
+    teacher_forcing: float,
+    readout_size: int | None,
+) -> None:
+    """ConfigError naming the first `model.*` setting out of range."""
+    require_one_of(decoder, DECODERS, "model.decoder")
+    require_one_of(attention, ATTENTIONS, "model.attention")
+    require_positive(embedding_dim, "model.embedding_dim")
+    require_positive(max_target_len, "model.max_target_len")
+    tf = teacher_forcing
+    require(0 <= tf <= 1, "model.teacher_forcing", f"must be in [0, 1], got {tf}")
+    require(
+        readout_size is None or (readout_size > 0 and decoder == "autoregressive"),
+        "model.readout_size",
+        f"must be null or a positive integer with decoder=autoregressive, got {readout_size}",
+    )
+
+
 class Seq2Seq(nn.Module):
     """Encoder RNN (optionally bidirectional) + a `repeat` or `autoregressive` decoder ending in
     a `full`, `sampled` or `adaptive` vocabulary layer (`output_layer`; `num_sampled`,
@@ -288,89 +303,49 @@ class Seq2Seq(nn.Module):
         adaptive_cutoffs: Sequence[int] | None = None,
     ):
         super().__init__()
-        require(decoder in DECODERS, "model.decoder", f"must be one of {DECODERS}, got {decoder!r}")
-        require(
-            attention in ATTENTIONS,
-            "model.attention",
-            f"must be one of {ATTENTIONS}, got {attention!r}",
-        )
-        require(
-            embedding_dim > 0,
-            "model.embedding_dim",
-            f"must be a positive integer, got {embedding_dim}",
-        )
-        require(
-            0 <= teacher_forcing <= 1,
-            "model.teacher_forcing",
-            f"must be in [0, 1], got {teacher_forcing}",
-        )
-        require(
-            max_target_len > 0, "model.max_target_len", f"must be positive, got {max_target_len}"
+        _check_settings(
+            decoder, attention, embedding_dim, max_target_len, teacher_forcing, readout_size
         )
         require(
             not share_embeddings or src_vocab_size == tgt_vocab_size,
             "model.share_embeddings",
             "needs one vocabulary for source and target",
         )
-        require(
-            readout_size is None or (readout_size > 0 and decoder == "autoregressive"),
-            "model.readout_size",
-            f"must be null or a positive integer with decoder=autoregressive, got {readout_size}",
-        )
         self.pad_id, self.sos_id, self.eos_id, self.unk_id = pad_id, sos_id, eos_id, unk_id
         self.max_target_len = max_target_len
         self.teacher_forcing = teacher_forcing
         self.num_directions = 2 if bidirectional else 1
         encoder_size = hidden_size * self.num_directions
-
+        rnn = {"cell": cell, "hidden_size": hidden_size, "num_layers": num_layers}
         self.src_embedding = nn.Embedding(src_vocab_size, embedding_dim, padding_idx=pad_id)
         self.encoder = make_rnn(
-            cell, embedding_dim, hidden_size, num_layers, dropout, bidirectional
+            input_size=embedding_dim, dropout=dropout, bidirectional=bidirectional, **rnn
         )
         self.dropout = nn.Dropout(dropout)
-        attn = (
-            BahdanauAttention(hidden_size, encoder_size, attention_size or hidden_size)
-            if attention == "bahdanau"
-            else None
-        )
-        make_output = partial(
-            make_output_layer,
-            output_layer,
-            num_sampled=num_sampled,
-            adaptive_cutoffs=adaptive_cutoffs,
-        )
+        # Created in this order (attention, bridge, target embedding, decoder), the weights are
+        # initialised from the same random draws as always: a seed gives the same model.
+        attn = None
+        if attention == "bahdanau":
+            attn = BahdanauAttention(hidden_size, encoder_size, attention_size or hidden_size)
+        sizes = {"num_sampled": num_sampled, "adaptive_cutoffs": adaptive_cutoffs}
+        decoding = {"attention": attn, "dropout": dropout, **rnn}
+        decoding["make_output"] = partial(make_output_layer, output_layer, **sizes)
         if decoder == "repeat":
             self.bridge = None
             self.decoder: nn.Module = RepeatDecoder(
-                encoder_size,
-                encoder_size,
-                tgt_vocab_size,
-                cell=cell,
-                hidden_size=hidden_size,
-                num_layers=num_layers,
-                dropout=dropout,
-                attention=attn,
-                make_output=make_output,
+                encoder_size, encoder_size, tgt_vocab_size, **decoding
             )
-        else:
-            # A bidirectional encoder's two final states become the decoder's initial state.
-            self.bridge = nn.Linear(encoder_size, hidden_size) if bidirectional else None
-            tgt_embedding = (
-                self.src_embedding
-                if share_embeddings
-                else nn.Embedding(tgt_vocab_size, embedding_dim, padding_idx=pad_id)
-            )
-            self.decoder = AutoregressiveDecoder(
-                tgt_embedding,
-                encoder_size,
-                cell=cell,
-                hidden_size=hidden_size,
-                num_layers=num_layers,
-                dropout=dropout,
-                attention=attn,
-                readout_size=readout_size,
-                make_output=make_output,
-            )
+            return
+        # A bidirectional encoder's two final states become the decoder's initial state.
+        self.bridge = nn.Linear(encoder_size, hidden_size) if bidirectional else None
+        tgt_embedding = (
+            self.src_embedding
+            if share_embeddings
+            else nn.Embedding(tgt_vocab_size, embedding_dim, padding_idx=pad_id)
+        )
+        self.decoder = AutoregressiveDecoder(
+            tgt_embedding, encoder_size, readout_size=readout_size, **decoding
+        )
 
     @property
     def autoregressive(self) -> bool:
@@ -424,74 +399,51 @@ class Seq2Seq(nn.Module):
         features, weights = self.features(src_tokens, src_lengths, tgt_inputs)
         return self.output_layer.logits(features), weights
 
+    def check_decoding(self, options: DecodingOptions) -> None:
+        """ConfigError if this model cannot decode as `options` say."""
+        searching = options.beam_size > 1 or options.sample or options.constrained
+        require(
+            self.autoregressive or not searching,
+            "decoding.beam_size" if options.beam_size > 1 else "decoding.sample",
+            "beam search, sampling and constraints need model.decoder=autoregressive",
+        )
+        require(
+            not options.suppress_unk or self.unk_id is not None,
+            "decoding.suppress_unk",
+            "the model has no <unk> token",
+        )
+
     @torch.no_grad()
     def generate(
         self,
         src_tokens: Tensor,
         src_lengths: Tensor,
-        max_len: int | None = None,
+        options: DecodingOptions | None = None,
         *,
-        beam_size: int = 1,
-        length_penalty: float = 1.0,
-        sampling: Mapping[str, Any] | None = None,
-        banned_ids: Sequence[int] = (),
-        no_repeat: bool = False,
-        min_length: int = 0,
+        generator: torch.Generator | None = None,
     ) -> dict[str, Tensor]:
-        """Greedy output (beam_size=1), the best of a batched beam search, or a sample
-        (`sampling`: `sample_decode`'s temperature/top_k/top_p/generator); the last two need the
-        autoregressive decoder, which can also be kept from `banned_ids`, immediate repeats and
-        ending before `min_length` tokens (`constrain_step`).
-        Returns tokens (B, T) ending in <eos> then <pad>, and attention (B, T, S) if any."""
-        max_len = max_len or self.max_target_len
-        require(beam_size >= 1, "beam_size", f"must be a positive integer, got {beam_size}")
-        constraints = bool(banned_ids) or no_repeat or min_length > 0
-        constrained = beam_size > 1 or sampling is not None or constraints
-        require(
-            self.autoregressive or not constrained,
-            "beam_size" if beam_size > 1 else "decoding",
-            "beam search, sampling and banned tokens need model.decoder=autoregressive",
-        )
-        if not self.autoregressive:
+        """src_tokens (B, S), src_lengths (B,) -> `tokens` (B, T) ending in <eos> then <pad>,
+        and `attention` (B, T, S) if the decoder attends: greedy, a sample or the best of a
+        batched beam search, as `options` say (default greedy; at most `max_new_tokens`, else
+        the longest training target + 2)."""
+        options = options or DecodingOptions()
+        self.check_decoding(options)
+        max_len = options.max_new_tokens or self.max_target_len
+        if self.autoregressive:
+            tokens, weights = decode(
+                self.decoder.step,
+                self._initial_state(src_tokens, src_lengths),
+                options,
+                start_tokens=src_tokens.new_full((len(src_tokens),), self.sos_id),
+                max_len=max_len,
+                eos_id=self.eos_id,
+                pad_id=self.pad_id,
+                unk_id=self.unk_id,
+                generator=generator,
+            )
+        else:
             logits, weights = self(
                 src_tokens, src_lengths, src_tokens.new_zeros(len(src_tokens), max_len)
             )
             tokens = mask_after_eos(logits.argmax(-1), self.eos_id, self.pad_id)
-            return (
-                {"tokens": tokens} if weights is None else {"tokens": tokens, "attention": weights}
-            )
-        step = self.decoder.step
-        if constraints:
-            step = constrain_step(
-                step,
-                banned_ids=banned_ids,
-                no_repeat=no_repeat,
-                eos_id=self.eos_id,
-                min_length=min_length,
-            )
-        state = self._initial_state(src_tokens, src_lengths)
-        common = dict(eos_id=self.eos_id, pad_id=self.pad_id, max_len=max_len)
-        if sampling is not None:
-            start = src_tokens.new_full((len(src_tokens),), self.sos_id)
-            tokens, weights = sample_decode(step, state, start_tokens=start, **sampling, **common)
-        elif beam_size > 1:
-            tokens, weights = beam_search(
-                step,
-                state,
-                beam_size=beam_size,
-                sos_id=self.sos_id,
-                length_penalty=length_penalty,
-                batch_size=len(src_tokens),
-                device=src_tokens.device,
-                **common,
-            )
-        else:
-            tokens, weights = greedy_decode(
-                step,
-                state,
-                batch_size=len(src_tokens),
-                sos_id=self.sos_id,
-                device=src_tokens.device,
-                **common,
-            )
         return {"tokens": tokens} if weights is None else {"tokens": tokens, "attention": weights}

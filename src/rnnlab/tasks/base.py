@@ -6,7 +6,7 @@ import copy
 from abc import abstractmethod
 from collections.abc import Callable, Mapping
 from functools import partial
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning.pytorch as pl
 import torch
@@ -15,6 +15,7 @@ from torchmetrics import Metric
 
 from rnnlab.checkpoints import CODEC_KEY
 from rnnlab.codecs.base import Codec
+from rnnlab.models.decoding import DecodingOptions
 from rnnlab.tasks.fine_tuning import apply_freezing, layer_groups, scale_group_lrs
 
 STAGES = ("val", "test")
@@ -122,3 +123,30 @@ class TaskModule(pl.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss"},
         }
+
+
+class DecodingTask(TaskModule):
+    """A task whose model generates tokens (language models, seq2seq): it decodes as
+    `decoding` says (`DecodingOptions`: the config's `decoding:` node, which checkpoints keep
+    as defaults), and `configure_decoding` changes that per call (rnnlab.predict)."""
+
+    default_decoding: ClassVar[DecodingOptions] = DecodingOptions()
+
+    def __init__(
+        self,
+        *args: Any,
+        decoding: Mapping[str, Any] | DecodingOptions | None = None,
+        **kwargs: Any,
+    ):
+        super().__init__(*args, **kwargs)
+        if isinstance(decoding, DecodingOptions):
+            decoding = decoding.to_dict()
+        self.decoding = self.default_decoding
+        self.configure_decoding(**dict(decoding or {}))
+
+    def configure_decoding(self, **options: Any) -> None:
+        """Change some options (any name or alias); ConfigError for a value, or a combination
+        this model cannot decode with."""
+        decoding = self.decoding.replace(**options)
+        self.net.check_decoding(decoding)
+        self.decoding = decoding

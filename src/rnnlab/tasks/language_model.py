@@ -12,78 +12,31 @@ separate states.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnlab.errors import InputError
+from rnnlab.models.decoding import DecodingOptions
 from rnnlab.models.language_model import detach_state
 from rnnlab.models.rnn import map_state
-from rnnlab.tasks.base import TaskModule
-
-GENERATION_DEFAULTS: dict[str, Any] = {
-    "length": 200,  # tokens to generate
-    "temperature": 1.0,
-    "top_k": None,
-    "top_p": None,
-    "greedy": False,
-    "seed": None,  # None: fresh randomness every call
-}
+from rnnlab.tasks.base import DecodingTask
 
 
-def check_generation(options: Mapping[str, Any]) -> dict[str, Any]:
-    """Generation options, validated (InputError says which and why)."""
-    unknown = set(options) - set(GENERATION_DEFAULTS)
-    if unknown:
-        raise InputError(
-            f"unknown generation option(s) {sorted(unknown)}; known: {sorted(GENERATION_DEFAULTS)}"
-        )
-    merged = {**GENERATION_DEFAULTS, **options}
-    try:
-        length = int(merged["length"])
-        temperature = float(merged["temperature"])
-        top_k = None if merged["top_k"] is None else int(merged["top_k"])
-        top_p = None if merged["top_p"] is None else float(merged["top_p"])
-        seed = None if merged["seed"] is None else int(merged["seed"])
-    except (TypeError, ValueError) as error:
-        raise InputError(f"generation options must be numbers: {error}") from None
-    if length <= 0:
-        raise InputError(f"length must be a positive number of tokens, got {length}")
-    if not temperature > 0:
-        raise InputError(f"temperature must be > 0 (or greedy=true), got {temperature}")
-    if top_k is not None and top_k < 1:
-        raise InputError(f"top_k must be a positive integer, got {top_k}")
-    if top_p is not None and not 0 < top_p <= 1:
-        raise InputError(f"top_p must be in (0, 1], got {top_p}")
-    greedy = merged["greedy"]
-    if isinstance(greedy, str):
-        greedy = greedy.lower() in ("1", "true", "yes")
-    return {
-        "length": length,
-        "temperature": temperature,
-        "top_k": top_k,
-        "top_p": top_p,
-        "greedy": bool(greedy),
-        "seed": seed,
-    }
+class LanguageModelTask(DecodingTask):
+    """Trains an RNNLanguageModel (`net`) and generates continuations of prompts, as `decoding`
+    says (by default 200 sampled tokens; the validation samples use it, `rnnlab.predict`
+    changes it per call). Without a seed each continuation draws fresh randomness."""
 
+    default_decoding = DecodingOptions(sample=True, max_new_tokens=200)
 
-class LanguageModelTask(TaskModule):
-    """Trains an RNNLanguageModel (`net`) and generates continuations of prompts.
-
-    `generation`: defaults for `predict_batch` (length, temperature, top_k, top_p, greedy,
-    seed); the validation samples use them, `rnnlab.predict` overrides them per call.
-    """
-
-    def __init__(self, *args, generation: Mapping[str, Any] | None = None, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any):
         metrics = kwargs.pop("metrics", None)
         # A preset can switch a metric off with `module.metrics.<name>: null`.
         metrics = {name: m for name, m in dict(metrics or {}).items() if m is not None}
         super().__init__(*args, metrics=metrics, **kwargs)
-        self.generation = check_generation(dict(generation or {}))
 
     # Training --------------------------------------------------------------------------------
     def model_step(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -119,27 +72,22 @@ class LanguageModelTask(TaskModule):
             metric.update(step["logits"], batch["targets"])
 
     # Generation ------------------------------------------------------------------------------
-    def configure_generation(self, **options: Any) -> None:
-        """Change generation options (InputError if one is invalid, e.g. length <= 0)."""
-        self.generation = check_generation({**self.generation, **options})
-
-    def _sampling(self) -> tuple[int, dict[str, Any]]:
-        options = dict(self.generation)
-        seed = options.pop("seed")
+    def _generator(self) -> torch.Generator:
         generator = torch.Generator(device=self.device)
-        if seed is None:
+        if self.decoding.seed is None:
             generator.seed()  # fresh randomness without touching the global RNG
         else:
-            generator.manual_seed(seed)
-        return options.pop("length"), {**options, "generator": generator}
+            generator.manual_seed(self.decoding.seed)
+        return generator
 
     def predict_batch(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Prompts tokens (B, T) + lengths (B,) -> generated tokens (B, length)."""
-        length, sampling = self._sampling()
-        tokens = self.net.generate(batch["tokens"], batch["lengths"], length=length, **sampling)
-        return {"tokens": tokens}
+        """Prompts tokens (B, T) + lengths (B,) -> generated tokens (B, max_new_tokens)."""
+        tokens, lengths = batch["tokens"], batch["lengths"]
+        return {
+            "tokens": self.net.generate(tokens, lengths, self.decoding, generator=self._generator())
+        }
 
     def stream_batch(self, batch: dict[str, Tensor]) -> Iterator[Tensor]:
         """Like predict_batch, but yields the generated tokens (B,) step by step."""
-        length, sampling = self._sampling()
-        yield from self.net.stream(batch["tokens"], batch["lengths"], length=length, **sampling)
+        tokens, lengths = batch["tokens"], batch["lengths"]
+        yield from self.net.stream(tokens, lengths, self.decoding, generator=self._generator())

@@ -13,140 +13,40 @@ Metrics come in three kinds, told apart by class:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
 from typing import Any
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchmetrics import Metric
 
 from rnnlab.codecs.base import Seq2SeqCodec
 from rnnlab.errors import ConfigError, require
 from rnnlab.metrics import TextMetric, TokenNLL
-from rnnlab.tasks.base import TaskModule
-
-DECODING_DEFAULTS: dict[str, Any] = {
-    "beam_size": 1,  # 1 = greedy
-    "length_penalty": 1.0,  # beam ranking: log p / length ** length_penalty
-    "sample": False,  # draw each token instead (temperature, top_k, top_p, seed)
-    "temperature": 1.0,
-    "top_k": None,  # one k, or a schedule [k_first, k_next, ...] (the book's chatbot: [3, 2])
-    "top_p": None,
-    "seed": None,  # sampling: None = fresh randomness every call
-    "suppress_unk": False,  # never output <unk>
-    "no_repeat": False,  # never repeat the token just output
-    "min_length": 0,  # output at least this many tokens before <eos> (1: never empty)
-    "max_length": None,  # output tokens (None: the longest training target + 2)
-}
+from rnnlab.tasks.base import DecodingTask
 
 
-def check_decoding(options: Mapping[str, Any]) -> dict[str, Any]:
-    """Decoding options merged over the defaults and validated (ConfigError names the key)."""
-    unknown = set(options) - set(DECODING_DEFAULTS)
-    require(
-        not unknown,
-        "decoding",
-        f"unknown option(s) {sorted(unknown)}; known: {sorted(DECODING_DEFAULTS)}",
-    )
-    merged = {**DECODING_DEFAULTS, **options}
-    top_k = merged["top_k"]
-    try:
-        if top_k is not None and not isinstance(top_k, int):
-            top_k = [int(k) for k in top_k]
-        for key in ("temperature", "length_penalty"):
-            merged[key] = float(merged[key])
-        for key in ("min_length", "max_length", "seed", "top_p"):
-            if merged[key] is not None:
-                merged[key] = (float if key == "top_p" else int)(merged[key])
-    except (TypeError, ValueError) as error:
-        raise ConfigError(
-            f"decoding: options must be numbers (top_k: one or a list): {error}"
-        ) from None
-    merged["top_k"] = top_k
-    beam = merged["beam_size"]
-    require(
-        isinstance(beam, int) and beam >= 1,
-        "beam_size",
-        f"must be a positive integer, got {beam!r}",
-    )
-    require(
-        not (merged["sample"] and beam > 1),
-        "beam_size",
-        "sample=true draws one reply: use beam_size=1",
-    )
-    require(
-        float(merged["temperature"]) > 0, "temperature", f"must be > 0, got {merged['temperature']}"
-    )
-    ks = [] if top_k is None else [top_k] if isinstance(top_k, int) else top_k
-    require(
-        all(k >= 1 for k in ks) and (top_k is None or ks),
-        "top_k",
-        f"must be positive integers, got {top_k}",
-    )
-    top_p = merged["top_p"]
-    require(top_p is None or 0 < float(top_p) <= 1, "top_p", f"must be in (0, 1], got {top_p}")
-    require(
-        int(merged["min_length"]) >= 0, "min_length", f"must be >= 0, got {merged['min_length']}"
-    )
-    length = merged["max_length"]
-    require(
-        length is None or int(length) >= 1,
-        "max_length",
-        f"must be a positive integer, got {length}",
-    )
-    return merged
-
-
-class Seq2SeqTask(TaskModule):
+class Seq2SeqTask(DecodingTask):
     """Batches hold `src_tokens`, `src_lengths`, `tgt_tokens` (<sos> ... <eos> <pad>...).
 
     Validation and test metrics score what the model *generates*, not the teacher-forced
     next-token guesses, so exact match means what a user will see. Validation decodes greedily
-    (fast, comparable across epochs); predictions and the test stage use the decoding options
-    (`DECODING_DEFAULTS`: greedy, beam search or sampling, with optional constraints). A
-    sampling test stage without a seed draws from torch's global generator, which the run seeds.
+    (fast, comparable across epochs, the constraints kept); predictions and the test stage
+    decode as `decoding` says (greedy, beam search or sampling). A sampling test stage without
+    a seed draws from torch's global generator, which the run seeds.
     """
 
-    def __init__(
-        self,
-        net: nn.Module,
-        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
-        scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
-        metrics: Mapping[str, Metric] | None = None,
-        codec: Seq2SeqCodec | None = None,
-        *,
-        label_smoothing: float = 0.0,
-        **decoding: Any,
-    ):
-        super().__init__(net, optimizer, scheduler, metrics, codec)
+    codec: Seq2SeqCodec | None
+
+    def __init__(self, *args: Any, label_smoothing: float = 0.0, **kwargs: Any):
+        """`TaskModule`'s and `DecodingTask`'s arguments, and `label_smoothing` for the loss."""
+        super().__init__(*args, **kwargs)
+        layer = self.net.output_layer
         require(
-            not label_smoothing or net.output_layer.supports_label_smoothing,
+            not label_smoothing or layer.supports_label_smoothing,
             "module.label_smoothing",
-            f"the {type(net.output_layer).__name__} output layer has none: set "
+            f"the {type(layer).__name__} output layer has none: set "
             "module.label_smoothing=0 or use model.output_layer=full|sampled",
         )
         self.label_smoothing = label_smoothing
-        self.decoding: dict[str, Any] = {}
-        self.configure_decoding(**decoding)
-
-    def configure_decoding(self, **options: Any) -> None:
-        """Change how `predict_batch` and the test stage decode (rnnlab.predict sets it per call);
-        options not given keep their current values."""
-        decoding = check_decoding({**self.decoding, **options})
-        searching = decoding["beam_size"] > 1 or decoding["sample"]
-        constrained = decoding["suppress_unk"] or decoding["no_repeat"] or decoding["min_length"]
-        require(
-            not (searching or constrained) or self.net.autoregressive,
-            "beam_size" if decoding["beam_size"] > 1 else "sample",
-            "beam search, sampling and constraints need model.decoder=autoregressive",
-        )
-        require(
-            not decoding["suppress_unk"] or self.net.unk_id is not None,
-            "suppress_unk",
-            "the model has no <unk> token",
-        )
-        self.decoding = decoding
 
     def model_step(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """Training: the loss only. Evaluation: the exact loss and the logits (B, T, V)."""
@@ -161,32 +61,12 @@ class Seq2SeqTask(TaskModule):
         return {"loss": loss, "logits": logits}
 
     def _generate(self, batch: dict[str, Tensor], search: bool = True) -> dict[str, Tensor]:
-        """Decode with the configured options; `search=False` keeps the constraints but decodes
-        greedily (validation)."""
-        options = self.decoding
-        sampling = None
-        if search and options["sample"]:
-            generator = None
-            if options["seed"] is not None:
-                generator = torch.Generator(batch["src_tokens"].device).manual_seed(options["seed"])
-            sampling = {
-                "temperature": float(options["temperature"]),
-                "top_k": options["top_k"],
-                "top_p": options["top_p"],
-                "generator": generator,
-            }
-        unk = self.net.unk_id
-        return self.net.generate(
-            batch["src_tokens"],
-            batch["src_lengths"],
-            options["max_length"],
-            beam_size=options["beam_size"] if search else 1,
-            length_penalty=float(options["length_penalty"]),
-            sampling=sampling,
-            banned_ids=[unk] if options["suppress_unk"] else [],
-            no_repeat=options["no_repeat"],
-            min_length=int(options["min_length"]),
-        )
+        """Decode as `decoding` says; `search=False` keeps the constraints but decodes greedily
+        (validation)."""
+        options = self.decoding if search else self.decoding.greedy()
+        src_tokens = batch["src_tokens"]
+        generator = options.generator(src_tokens.device) if options.sample else None
+        return self.net.generate(src_tokens, batch["src_lengths"], options, generator=generator)
 
     def update_metrics(self, metrics: nn.ModuleDict, batch: dict[str, Tensor], step: dict) -> None:
         testing = self._trainer is not None and self._trainer.testing
