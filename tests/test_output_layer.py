@@ -154,6 +154,7 @@ def test_default_cutoffs_follow_the_vocabulary_size():
     assert default_cutoffs(8126) == [1015, 4063]  # the translate target vocabulary
     assert default_cutoffs(2000) == [512, 1000] and default_cutoffs(1000) == [512]
     assert default_cutoffs(44) == [43] and default_cutoffs(2) == [1]
+    assert default_cutoffs(8126, in_features=8) == [1015]  # too narrow for a second cluster
     assert make_output_layer("adaptive", 16, 44).cutoffs == [43, 44]
 
 

@@ -37,8 +37,7 @@ from rnnlab.checkpoints import CONFIG_KEY, read_checkpoint
 from rnnlab.codecs.base import Codec
 from rnnlab.data.vocab import Vocab
 from rnnlab.errors import require
-from rnnlab.models.rnn import cell_kind
-from rnnlab.tasks.fine_tuning import input_embedding
+from rnnlab.models.rnn import EmbeddedRNN, cell_kind
 
 log = logging.getLogger(__name__)
 
@@ -107,16 +106,15 @@ def _check_sizes(net: nn.Module, weights: dict[str, Tensor], source: str) -> Non
         "model.embedding_dim": weights["embedding.weight"].shape[1],
         "model.hidden_size": hidden,
     }
-    embedding = input_embedding(net)
     require(
-        isinstance(embedding, nn.Embedding) and hasattr(net, "rnn"),
+        isinstance(net, EmbeddedRNN) and isinstance(net.input_embedding, nn.Embedding),
         KEY,
         f"needs a model that reads words through an embedding and an rnn; "
         f"{type(net).__name__} does not",
     )
     ours = {
         "model.cell": cell_kind(net.rnn),
-        "model.embedding_dim": embedding.embedding_dim,
+        "model.embedding_dim": net.input_embedding.embedding_dim,
         "model.hidden_size": net.rnn.hidden_size,
     }
     differ = [key for key in lm if lm[key] != ours[key]]
@@ -156,7 +154,7 @@ def load_language_model(
     _check_sizes(net, weights, source)
     rows = map_rows(vocab, lm_tokens)
     if rows:
-        embedding = input_embedding(net).weight
+        embedding = net.input_embedding.weight
         embedding[list(rows)] = weights["embedding.weight"][list(rows.values())].to(embedding)
     layers = _copy_layers(net.rnn, weights)
     specials = set(vocab.specials)

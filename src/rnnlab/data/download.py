@@ -300,6 +300,32 @@ def _fetch_to_part(url: str, dest: Path, part: Path, *, timeout: float, progress
         )
 
 
+def _verify_download(
+    part: Path,
+    dest: Path,
+    url: str,
+    problems: list[str],
+    validate: Callable[[Path], None] | None,
+) -> None:
+    """DownloadError, with `part` moved aside, if it has checksum/size `problems` or fails
+    `validate`."""
+    if problems:
+        aside = move_aside(part, dest)
+        raise DownloadError(
+            f"Checksum mismatch for {dest} (downloaded from {url}): {'; '.join(problems)}. "
+            f"The download was moved to {aside}; a re-run will download it again."
+        )
+    if validate is not None:
+        try:
+            validate(part)
+        except Exception as exc:
+            aside = move_aside(part, dest)
+            raise DownloadError(
+                f"Validation failed for {dest} (downloaded from {url}): expected a valid file, "
+                f"got: {exc}. The download was moved to {aside}; a re-run will download it again."
+            ) from exc
+
+
 def download(
     url: str,
     dest: Path | str,
@@ -341,24 +367,9 @@ def download(
         part.unlink()
 
     _fetch_to_part(url, dest, part, timeout=timeout, progress=progress)
-
-    problems = _checksum_problems(part, md5, sha256, expected_size)
-    if problems:
-        aside = move_aside(part, dest)
-        raise DownloadError(
-            f"Checksum mismatch for {dest} (downloaded from {url}): {'; '.join(problems)}. "
-            f"The download was moved to {aside}; a re-run will download it again."
-        )
-    if validate is not None:
-        try:
-            validate(part)
-        except Exception as exc:
-            aside = move_aside(part, dest)
-            raise DownloadError(
-                f"Validation failed for {dest} (downloaded from {url}): expected a valid file, "
-                f"got: {exc}. The download was moved to {aside}; a re-run will download it again."
-            ) from exc
-
+    _verify_download(
+        part, dest, url, _checksum_problems(part, md5, sha256, expected_size), validate
+    )
     os.replace(part, dest)
     return dest
 

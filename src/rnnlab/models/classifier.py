@@ -68,6 +68,11 @@ class RNNClassifier(nn.Module):
                 nn.Linear(head_hidden_size, num_classes),
             )
 
+    @property
+    def input_embedding(self) -> nn.Module:
+        """The input layer (an embedding, or a linear map of features): `EmbeddedRNN`."""
+        return self.embed
+
     def forward(self, inputs: Tensor, lengths: Tensor | None = None) -> Tensor:
         """inputs (B, T) token ids or (B, T, F) features, lengths (B,) -> logits (B, classes)."""
         _, state = run_rnn(self.rnn, self.embed(inputs), lengths)

@@ -77,6 +77,11 @@ class RNNLanguageModel(nn.Module):
             self.out.weight = self.embedding.weight
 
     @property
+    def input_embedding(self) -> nn.Embedding:
+        """The token embedding: `EmbeddedRNN`."""
+        return self.embedding
+
+    @property
     def output_layer(self) -> OutputLayer:
         """The vocabulary layer: `loss(features, targets)` in training, `logits(features)`."""
         return self.out

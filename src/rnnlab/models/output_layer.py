@@ -160,13 +160,15 @@ class AdaptiveSoftmax(nn.AdaptiveLogSoftmaxWithLoss):
 OutputLayer = FullSoftmax | AdaptiveSoftmax
 
 
-def default_cutoffs(vocab_size: int) -> list[int]:
+def default_cutoffs(vocab_size: int, in_features: int = ADAPTIVE_DIV**2) -> list[int]:
     """Cluster boundaries from the vocabulary size: a head over the most frequent eighth of the
     ids (most running tokens, by Zipf's law) but at least `MIN_HEAD` words, then clusters up to
     V/2 and from there to V. A small vocabulary has no words rare enough for the narrow
-    projections: it gets (almost) everything in the head."""
+    projections: it gets (almost) everything in the head; so do features too narrow to project
+    twice (fewer than ADAPTIVE_DIV**2)."""
     head = min(max(vocab_size // 8, MIN_HEAD), vocab_size - 1)
-    return [head, vocab_size // 2] if vocab_size // 2 > head else [head]
+    two_clusters = vocab_size // 2 > head and in_features >= ADAPTIVE_DIV**2
+    return [head, vocab_size // 2] if two_clusters else [head]
 
 
 def make_output_layer(
@@ -193,7 +195,11 @@ def make_output_layer(
             f"must be a positive integer, got {num_sampled!r}",
         )
         return SampledSoftmax(in_features, vocab_size, min(num_sampled, vocab_size))
-    cutoffs = default_cutoffs(vocab_size) if adaptive_cutoffs is None else list(adaptive_cutoffs)
+    cutoffs = (
+        default_cutoffs(vocab_size, in_features)
+        if adaptive_cutoffs is None
+        else list(adaptive_cutoffs)
+    )
     require(
         bool(cutoffs)
         and all(isinstance(c, int) for c in cutoffs)

@@ -8,6 +8,7 @@ slower but readable and able to record hidden states and gates.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol, runtime_checkable
 
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
@@ -22,6 +23,16 @@ CELLS: dict[str, type[nn.Module]] = {
 }
 
 State = Tensor | tuple[Tensor, Tensor]  # h, or (h, c) for an LSTM; each (layers * dirs, B, H)
+
+
+@runtime_checkable
+class EmbeddedRNN(Protocol):
+    """A net that reads its inputs through `input_embedding` into one stacked `rnn` (the
+    classifier, the language model): what fine-tuning by layer groups and language-model
+    transfer work on."""
+
+    input_embedding: nn.Module
+    rnn: nn.Module
 
 
 def map_state(state: State, fn: Callable[[Tensor], Tensor]) -> State:

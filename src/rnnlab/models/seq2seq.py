@@ -271,6 +271,37 @@ def _check_settings(
     )
 
 
+def _make_decoder(
+    kind: str,
+    src_embedding: nn.Embedding,
+    tgt_vocab_size: int,
+    share_embeddings: bool,
+    encoder_size: int,
+    bidirectional: bool,
+    readout_size: int | None,
+    settings: dict,
+) -> tuple[nn.Linear | None, nn.Module]:
+    """(bridge, decoder). A `repeat` decoder has neither a bridge nor a target embedding; an
+    autoregressive one after a bidirectional encoder starts from its two final states, bridged.
+    `settings`: cell sizes, attention, dropout and `make_output`, for either decoder."""
+    require(
+        not share_embeddings or src_embedding.num_embeddings == tgt_vocab_size,
+        "model.share_embeddings",
+        "needs one vocabulary for source and target",
+    )
+    if kind == "repeat":
+        return None, RepeatDecoder(encoder_size, encoder_size, tgt_vocab_size, **settings)
+    bridge = nn.Linear(encoder_size, settings["hidden_size"]) if bidirectional else None
+    tgt_embedding = src_embedding
+    if not share_embeddings:
+        size, pad_id = src_embedding.embedding_dim, src_embedding.padding_idx
+        tgt_embedding = nn.Embedding(tgt_vocab_size, size, padding_idx=pad_id)
+    decoder = AutoregressiveDecoder(
+        tgt_embedding, encoder_size, readout_size=readout_size, **settings
+    )
+    return bridge, decoder
+
+
 class Seq2Seq(nn.Module):
     """Encoder RNN (optionally bidirectional) + a `repeat` or `autoregressive` decoder ending in
     a `full`, `sampled` or `adaptive` vocabulary layer (`output_layer`; `num_sampled`,
@@ -306,11 +337,6 @@ class Seq2Seq(nn.Module):
         _check_settings(
             decoder, attention, embedding_dim, max_target_len, teacher_forcing, readout_size
         )
-        require(
-            not share_embeddings or src_vocab_size == tgt_vocab_size,
-            "model.share_embeddings",
-            "needs one vocabulary for source and target",
-        )
         self.pad_id, self.sos_id, self.eos_id, self.unk_id = pad_id, sos_id, eos_id, unk_id
         self.max_target_len = max_target_len
         self.teacher_forcing = teacher_forcing
@@ -328,23 +354,17 @@ class Seq2Seq(nn.Module):
         if attention == "bahdanau":
             attn = BahdanauAttention(hidden_size, encoder_size, attention_size or hidden_size)
         sizes = {"num_sampled": num_sampled, "adaptive_cutoffs": adaptive_cutoffs}
-        decoding = {"attention": attn, "dropout": dropout, **rnn}
-        decoding["make_output"] = partial(make_output_layer, output_layer, **sizes)
-        if decoder == "repeat":
-            self.bridge = None
-            self.decoder: nn.Module = RepeatDecoder(
-                encoder_size, encoder_size, tgt_vocab_size, **decoding
-            )
-            return
-        # A bidirectional encoder's two final states become the decoder's initial state.
-        self.bridge = nn.Linear(encoder_size, hidden_size) if bidirectional else None
-        tgt_embedding = (
-            self.src_embedding
-            if share_embeddings
-            else nn.Embedding(tgt_vocab_size, embedding_dim, padding_idx=pad_id)
-        )
-        self.decoder = AutoregressiveDecoder(
-            tgt_embedding, encoder_size, readout_size=readout_size, **decoding
+        settings = {"attention": attn, "dropout": dropout, **rnn}
+        settings["make_output"] = partial(make_output_layer, output_layer, **sizes)
+        self.bridge, self.decoder = _make_decoder(
+            decoder,
+            self.src_embedding,
+            tgt_vocab_size,
+            share_embeddings,
+            encoder_size,
+            bidirectional,
+            readout_size,
+            settings,
         )
 
     @property

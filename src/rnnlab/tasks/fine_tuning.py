@@ -1,6 +1,6 @@
 """Fine-tuning a pretrained net the ULMFiT way (Howard & Ruder, 2018), by layer groups.
 
-A net with an embedding (`embed` or `embedding`) and a stacked `rnn` has layer groups, bottom to
+An `EmbeddedRNN` (an `input_embedding` and a stacked `rnn`) has layer groups, bottom to
 top: the embedding, each recurrent layer (both directions of a bidirectional one), and the rest
 (the head, or a language model's vocabulary layer).
 
@@ -20,29 +20,22 @@ import torch
 from torch import nn
 
 from rnnlab.errors import require
+from rnnlab.models.rnn import EmbeddedRNN
 
 _LAYER = re.compile(r"_l(\d+)(?:_reverse)?$")  # nn.RNN/GRU/LSTM names: weight_ih_l1_reverse
 
 
-def input_embedding(net: nn.Module) -> nn.Module | None:
-    """The net's input layer: a classifier's `embed`, a language model's `embedding`."""
-    for name in ("embed", "embedding"):
-        if isinstance(getattr(net, name, None), nn.Module):
-            return getattr(net, name)
-    return None
-
-
 def layer_groups(net: nn.Module) -> list[list[nn.Parameter]]:
     """The net's parameters in layer groups, bottom (embedding) to top (head); every parameter
-    in exactly one group. ConfigError if the net has no embedding + `rnn` to group by."""
-    embedding, rnn = input_embedding(net), getattr(net, "rnn", None)
+    in exactly one group. ConfigError for a net that is no `EmbeddedRNN`."""
     require(
-        embedding is not None and rnn is not None,
+        isinstance(net, EmbeddedRNN),
         "module.freeze_epochs/layer_lr_decay",
         f"need a net with an embedding and an `rnn` (classifier, language model); "
         f"{type(net).__name__} has none: leave them at 0 and 1.0",
     )
-    groups: list[list[nn.Parameter]] = [list(embedding.parameters())]
+    rnn = net.rnn
+    groups: list[list[nn.Parameter]] = [list(net.input_embedding.parameters())]
     groups += [[] for _ in range(rnn.num_layers)]
     for name, parameter in rnn.named_parameters():
         groups[1 + int(_LAYER.search(name).group(1))].append(parameter)
