@@ -18,6 +18,7 @@ all replies of a question are its references.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -180,7 +181,7 @@ class ChatData(TranslationData):
 
     def _fit_codec(self, train: list[Pair]) -> ChatCodec:
         """One vocabulary over both sides of the training split."""
-        sides = [src for _, src, _, _ in train] + [tgt for _, _, tgt, _ in train]
+        sides = itertools.chain((src for _, src, _, _ in train), (tgt for _, _, tgt, _ in train))
         vocab = self._build_vocab(sides, self.src_vocab_size)
         return ChatCodec(self.tokenizer, vocab, vocab)
 
