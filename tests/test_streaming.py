@@ -298,13 +298,56 @@ def test_chat_streams_on_the_same_machinery(tmp_path):
     assert len(val_batch["references"]) == len(val_batch["src_tokens"])
 
 
+def test_book_windows_stream_from_shards_split_by_segment_hash(tmp_path):
+    from rnnlab.data.book import BookData
+
+    rng = __import__("random").Random(2)
+    words = ["the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "far"]
+    text = "\n\n".join(
+        " ".join(rng.choice(words) for _ in range(rng.randint(20, 60))) + "." for _ in range(700)
+    )
+    (tmp_path / "book.txt").write_text(text, encoding="utf-8")
+    options = {"path": str(tmp_path / "book.txt"), "seq_len": 20, "batch_size": 16, "seed": 3}
+    data = BookData(data_dir=str(tmp_path / "data"), streaming=True, **options)
+    data.setup()
+    in_memory = BookData(data_dir=str(tmp_path / "data"), **options)
+    in_memory.setup()
+    stream = data.codec.encode_text(in_memory.read_text([tmp_path / "book.txt"])).tolist()
+    meta = json.loads((data.shards() / "meta.json").read_text())
+    assert sum(meta["tokens"].values()) == len(stream)
+    # every window is a run of the book's ids; the three splits share no segment
+    haystack = " ".join(map(str, stream))
+    windows = {}
+    for split in ("train", "val", "test"):
+        reader = getattr(data, f"{split}_set").reader
+        windows[split] = [reader.example(i)[0]["tokens"].tolist() for i in range(len(reader))]
+        assert all(len(w) == 21 for w in windows[split])
+        assert " ".join(map(str, windows[split][0])) in haystack
+    assert len(windows["val"]) > 5 and len(windows["train"]) > 10 * len(windows["val"])
+    # an epoch over 2 ranks covers every training window once
+    seen = []
+    for rank in (0, 1):
+        plan = BatchPlan(data.train_set.reader, batch_size=16, window_blocks=1, seed=3,
+                         world_size=2)  # fmt: skip
+        batches = StreamingLoader(StreamingTrainSet(plan, data.train_set.collate),
+                                  epoch_of=lambda: 0, rank_of=lambda r=rank: r)  # fmt: skip
+        for batch in batches:
+            assert torch.equal(batch["inputs"][:, 1:], batch["targets"][:, :-1])
+            seen.extend(
+                tuple(row) + (int(t[-1]),)
+                for row, t in zip(batch["inputs"].tolist(), batch["targets"])
+            )
+    assert collections.Counter(seen) == collections.Counter(map(tuple, windows["train"]))
+    assert data.sample_pairs("val", 1)[0][0]  # a prompt from the validation windows
+
+
 def test_streaming_is_checked_where_the_config_enters():
     from conftest import compose_config
 
     from rnnlab.config_checks import check_config
     from rnnlab.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="data.streaming: .*task=translate and chat"):
+    with pytest.raises(ConfigError, match="data.streaming: .*task=translate, chat and book"):
         check_config(compose_config("task=parity", "+data.streaming=true"))
     with pytest.raises(ConfigError, match="data.streaming: must be true or false"):
         check_config(compose_config("task=translate", "data.streaming=yes"))

@@ -186,6 +186,7 @@ RULES: tuple[tuple[str, Rule], ...] = (
     ("data.bucket_batches", integer(null=True)),
     ("data.streaming", Rule("true or false", lambda value: isinstance(value, bool))),
     ("data.vocab_pairs", integer(1, null=True)),
+    ("data.vocab_tokens", integer(1, null=True)),
     ("data.shard_workers", integer(0, null=True)),
 )
 
@@ -193,6 +194,7 @@ RULES: tuple[tuple[str, Rule], ...] = (
 STREAMING_TASKS = (
     "rnnlab.data.translate.TranslationData",
     "rnnlab.data.chat.ChatData",
+    "rnnlab.data.book.BookData",
 )
 
 
@@ -233,7 +235,7 @@ def check_config(cfg: DictConfig) -> None:
         require(
             target in STREAMING_TASKS,
             "data.streaming",
-            f"streaming shards are for task=translate and chat, not {target}",
+            f"streaming shards are for task=translate, chat and book, not {target}",
         )
         require_streaming()  # the one-line error naming the install command
     if cfg.get("decoding") is not None:
