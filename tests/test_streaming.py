@@ -96,6 +96,15 @@ def test_shards_hold_the_codecs_exact_ids_in_corpus_order(corpus, shards):
     assert references and all(isinstance(r, str) for r in references)
 
 
+def test_counted_vocabularies_equal_the_in_memory_fit_on_the_same_pairs(shards):
+    from rnnlab.data.pair_shards import FirstTrainPairs
+
+    direct = shards._fit_codec(list(FirstTrainPairs(shards, None)))  # counts merged from workers
+    assert direct.src_vocab == shards.codec.src_vocab
+    assert direct.tgt_vocab == shards.codec.tgt_vocab
+    assert direct.truecaser == shards.codec.truecaser
+
+
 def test_the_hash_split_is_the_same_on_every_run_and_no_source_is_in_two_splits(
     corpus, shards, tmp_path
 ):

@@ -80,7 +80,7 @@ def build_book_shards(
                 for index in range(count):
                     window = stream[index * module.seq_len : index * module.seq_len + width]
                     writers[split].add({"tokens": window.tolist()})
-                    if writers[split].count + len(writers[split].block) <= SAMPLE_WINDOWS:
+                    if len(writers[split]) <= SAMPLE_WINDOWS:
                         samples[split].extend(window[:-1].tolist())
                 carry[split] = stream[count * module.seq_len :]
             bar.advance(task)

@@ -2,9 +2,10 @@
 hash, read back as batches.
 
 Building (`build_pair_shards`), in constant memory except for validation and test:
-1. the codec (vocabularies, truecaser), unless one is given, from the first `vocab_pairs`
-   training pairs of the corpus, read again for each count (`FirstTrainPairs`): never the whole
-   corpus in memory;
+1. the codec (vocabularies, truecaser), unless one is given, from the training pairs among the
+   first `vocab_pairs` pairs of the corpus: worker processes count words part by part and the
+   counts are merged (BPE learns from those pairs read again, `FirstTrainPairs`), never the
+   whole corpus in memory;
 2. one pass over the corpus: the main process reads pairs and hands parts of `PART` pairs to
    worker processes, which tokenise, filter (the datamodule's `_reject`), split by a hash of the
    source sentence (`hash_split`) and encode with the codec; the main process writes training
@@ -18,12 +19,13 @@ Unlike the in-memory path, duplicate pairs are kept (finding them needs the whol
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import multiprocessing
 import os
 import shutil
-from collections import Counter, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,6 +35,8 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from rnnlab.data.shards import ShardReader, ShardWriter, hash_split, write_json
 from rnnlab.data.streaming import pad_rows
+from rnnlab.data.text import Tokenizer
+from rnnlab.data.truecase import count_spellings
 from rnnlab.errors import DataError
 
 if TYPE_CHECKING:
@@ -76,16 +80,42 @@ class FirstTrainPairs:
 
 
 # Worker side: the datamodule and codec, inherited by fork (or set in this process).
-_WORK: tuple[TranslationData, TranslationCodec] | None = None
+_WORK: tuple[TranslationData, TranslationCodec | None] | None = None
 
 
-def _set_work(module: TranslationData, codec: TranslationCodec) -> None:
+def _set_work(module: TranslationData, codec: TranslationCodec | None) -> None:
     global _WORK
     _WORK = (module, codec)
 
 
+def _count_part(part: list[tuple[str, str]]) -> tuple[Counter, Counter, dict]:
+    """Token counts of the part's training pairs (source, target) and, for the truecaser, the
+    spellings of their targets as written (in a worker)."""
+    module, _ = _WORK
+    src_counts, tgt_counts, spellings = Counter(), Counter(), defaultdict(Counter)
+    cased = Tokenizer("sentence") if module.truecase else None
+    for source, target in part:
+        kept = split_pair(module, source, target)
+        if isinstance(kept, tuple) and kept[0] == "train":
+            src_counts.update(kept[1])
+            tgt_counts.update(kept[2])
+            if cased is not None:
+                count_spellings([cased(target)], spellings)
+    return src_counts, tgt_counts, spellings
+
+
+def _flat(sequences: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Id lists -> their lengths and their ids concatenated (int64 arrays)."""
+    lengths = np.fromiter(map(len, sequences), dtype=np.int64, count=len(sequences))
+    flat = np.fromiter(
+        itertools.chain.from_iterable(sequences), dtype=np.int64, count=int(lengths.sum())
+    )
+    return lengths, flat
+
+
 def _encode_part(part: list[tuple[str, str]]) -> dict[str, Any]:
-    """Tokenise, filter, split and encode a part of the corpus (in a worker)."""
+    """Tokenise, filter, split and encode a part of the corpus (in a worker): training pairs as
+    arrays (lengths, flat ids), validation and test pairs as they are (they are grouped)."""
     module, codec = _WORK
     stats: Counter[str] = Counter(read=len(part))
     train_src, train_tgt, evals, samples = [], [], [], []
@@ -104,10 +134,11 @@ def _encode_part(part: list[tuple[str, str]]) -> dict[str, Any]:
         else:
             evals.append((split, source, src, tgt, target))
     src_ids, tgt_ids = codec.encode_ids(train_src, train_tgt)
+    (src_lengths, src_flat), (tgt_lengths, tgt_flat) = _flat(src_ids), _flat(tgt_ids)
     eval_src, eval_tgt = codec.encode_ids([e[2] for e in evals], [e[3] for e in evals])
     return {
         "stats": stats,
-        "train": (src_ids, tgt_ids),
+        "train": (np.stack([src_lengths, tgt_lengths], axis=1), [src_flat, tgt_flat]),
         "eval": [(*e, s, t) for e, s, t in zip(evals, eval_src, eval_tgt)],
         "samples": samples,
     }
@@ -136,6 +167,38 @@ def _parts(pairs: Iterable[tuple[str, str]]) -> Iterator[list[tuple[str, str]]]:
         yield part
 
 
+@contextlib.contextmanager
+def _progress(what: str, enabled: bool):
+    """A progress line: pairs read so far, the rate, the time."""
+    columns = (
+        SpinnerColumn(),
+        TextColumn(what + ": {task.completed:,} pairs read"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, disable=not enabled) as bar:
+        yield bar, bar.add_task(what, total=None)
+
+
+def _fit_codec(module: TranslationData, workers: int, progress: bool) -> TranslationCodec:
+    """The codec from the training pairs among the first `vocab_pairs` pairs: word counts
+    gathered by the workers, part by part (BPE learns its merges from the pairs themselves,
+    read again for each side)."""
+    log.info("vocabularies from the training pairs of the first %s pairs", module.vocab_pairs)
+    if module.tokenizer_kind == "bpe":
+        return module._fit_codec(FirstTrainPairs(module, module.vocab_pairs))
+    _set_work(module, None)
+    src, tgt, spellings = Counter(), Counter(), defaultdict(Counter)
+    first = itertools.islice(module.read_pairs(), module.vocab_pairs)
+    with _progress("counting words", progress) as (bar, task):
+        for part_src, part_tgt, part_spellings in _ordered(_count_part, _parts(first), workers):
+            src.update(part_src)
+            tgt.update(part_tgt)
+            for word, forms in part_spellings.items():
+                spellings[word].update(forms)
+            bar.update(task, advance=PART)
+    return module._codec_from_counts(src, tgt, spellings)
+
+
 def build_pair_shards(
     module: TranslationData, directory: Path, *, workers: int, progress: bool = True
 ) -> dict[str, Any]:
@@ -144,25 +207,20 @@ def build_pair_shards(
     temporary = directory.with_name(f"{directory.name}.tmp-{os.getpid()}")
     shutil.rmtree(temporary, ignore_errors=True)
     temporary.mkdir(parents=True)
-    codec = module.codec
-    if codec is None:
-        log.info("vocabularies from the first %s training pairs", module.vocab_pairs)
-        codec = module._fit_codec(FirstTrainPairs(module, module.vocab_pairs))
+    codec = module.codec or _fit_codec(module, workers, progress)
     _set_work(module, codec)
     train = ShardWriter(temporary / "train", ("src", "tgt"))
     groups: dict[str, dict[tuple[str, ...], list]] = {"val": {}, "test": {}}
     stats: Counter[str] = Counter()
-    longest = [0, 0]
+    longest = np.zeros(2, dtype=np.int64)
     samples: list[tuple[str, str]] = []
-    columns = (SpinnerColumn(), TextColumn("building shards: {task.completed:,} pairs read"))
-    with Progress(*columns, TimeElapsedColumn(), disable=not progress) as bar:
-        task = bar.add_task("shards", total=None)
+    with _progress("building shards", progress) as (bar, task):
         for result in _ordered(_encode_part, _parts(module.read_pairs()), workers):
             stats.update(result["stats"])
-            src_ids, tgt_ids = result["train"]
-            for src, tgt in zip(src_ids, tgt_ids):
-                train.add({"src": src, "tgt": tgt})
-                longest = [max(longest[0], len(src)), max(longest[1], len(tgt))]
+            lengths, flats = result["train"]
+            train.add_arrays(lengths, flats)
+            if len(lengths):
+                longest = np.maximum(longest, lengths.max(axis=0))
             for split, source, src, tgt, target, s_ids, t_ids in result["eval"]:
                 group = groups[split].setdefault(tuple(src), [source, src, s_ids, t_ids, []])
                 reference = module.reference(target, tgt)
@@ -184,7 +242,7 @@ def build_pair_shards(
             writer.add({"src": s_ids, "tgt": t_ids}, meta=[source, src, references])
         counts[split] = writer.close()
     if codec.max_source_len is None:
-        codec.max_source_len, codec.max_target_len = longest[0], longest[1] - 2
+        codec.max_source_len, codec.max_target_len = int(longest[0]), int(longest[1]) - 2
     meta = {
         "codec": codec.state_dict(),
         "stats": dict(stats),

@@ -24,7 +24,7 @@ import json
 import os
 import shutil
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -89,45 +89,74 @@ class ShardWriter:
         self.fields = tuple(fields)
         pattern = str(self.directory / "shard-%06d.tar")
         self.writer = webdataset.ShardWriter(pattern, maxcount=BLOCKS_PER_SHARD, verbose=0)
-        self.block: list[tuple[Mapping[str, Sequence[int]], Any]] = []
         self.blocks = 0
         self.lengths: list[np.ndarray] = []  # one (block, fields) array per block
         self.count = 0
+        # Examples not yet in a block: (lengths (n, fields), per field flat ids, metas or None)
+        self._pending: list[tuple[np.ndarray, list[np.ndarray], list | None]] = []
+        self._pending_count = 0
+
+    def __len__(self) -> int:
+        """Examples added so far (written or pending)."""
+        return self.count + self._pending_count
 
     def add(self, example: Mapping[str, Sequence[int]], meta: Any = None) -> None:
-        self.block.append((example, meta))
-        if len(self.block) == BLOCK_SIZE:
-            self._flush()
+        """One example (ids per field) and its metadata (JSON-able, or None)."""
+        flats = [np.asarray(example[field], dtype=np.int64) for field in self.fields]
+        lengths = np.array([[len(ids) for ids in flats]], dtype=np.int64)
+        self.add_arrays(lengths, flats, None if meta is None else [meta])
 
-    def add_many(self, examples: Iterable[Mapping[str, Sequence[int]]]) -> None:
-        for example in examples:
-            self.add(example)
-
-    def _flush(self) -> None:
-        if not self.block:
+    def add_arrays(
+        self, lengths: np.ndarray, flats: Sequence[np.ndarray], metas: list | None = None
+    ) -> None:
+        """Many examples at once: `lengths` (n, fields) and each field's ids concatenated."""
+        if len(lengths) == 0:
             return
-        lengths = np.array(
-            [[len(example[field]) for field in self.fields] for example, _ in self.block],
-            dtype=np.int64,
+        self._pending.append((np.asarray(lengths, dtype=np.int64), list(flats), metas))
+        self._pending_count += len(lengths)
+        if self._pending_count >= BLOCK_SIZE:
+            self._flush(final=False)
+
+    def _flush(self, final: bool) -> None:
+        if not self._pending:
+            return
+        lengths = np.concatenate([p[0] for p in self._pending])
+        flats = [np.concatenate([p[1][f] for p in self._pending]) for f in range(len(self.fields))]
+        has_meta = any(p[2] is not None for p in self._pending)
+        metas = [m for p in self._pending for m in (p[2] or [None] * len(p[0]))]
+        offsets = np.zeros((len(lengths) + 1, len(self.fields)), dtype=np.int64)
+        np.cumsum(lengths, axis=0, out=offsets[1:])
+        start = 0
+        while len(lengths) - start >= BLOCK_SIZE or (final and start < len(lengths)):
+            end = min(start + BLOCK_SIZE, len(lengths))
+            header = np.concatenate([[end - start], lengths[start:end].T.ravel()])
+            parts = [header] + [
+                flats[f][offsets[start, f] : offsets[end, f]] for f in range(len(self.fields))
+            ]
+            sample = {
+                "__key__": f"{self.blocks:09d}",
+                "ids": np.concatenate(parts).astype("<i4").tobytes(),
+            }
+            if has_meta:
+                sample["json"] = json.dumps(metas[start:end], ensure_ascii=False).encode()
+            self.writer.write(sample)
+            self.lengths.append(
+                np.minimum(lengths[start:end], np.iinfo(np.uint16).max).astype(np.uint16)
+            )
+            self.blocks += 1
+            self.count += end - start
+            start = end
+        rest = [flats[f][offsets[start, f] :] for f in range(len(self.fields))]
+        self._pending = (
+            [(lengths[start:], rest, metas[start:] if has_meta else None)]
+            if start < len(lengths)
+            else []
         )
-        ids = [i for field in self.fields for example, _ in self.block for i in example[field]]
-        header = [len(self.block), *lengths.T.ravel().tolist()]
-        sample = {
-            "__key__": f"{self.blocks:09d}",
-            "ids": np.asarray(header + ids, dtype="<i4").tobytes(),
-        }
-        metas = [meta for _, meta in self.block]
-        if any(meta is not None for meta in metas):
-            sample["json"] = json.dumps(metas, ensure_ascii=False).encode()
-        self.writer.write(sample)
-        self.lengths.append(np.minimum(lengths, np.iinfo(np.uint16).max).astype(np.uint16))
-        self.blocks += 1
-        self.count += len(self.block)
-        self.block = []
+        self._pending_count = len(lengths) - start
 
     def close(self) -> int:
         """Write what is left and the lengths; the number of examples written."""
-        self._flush()
+        self._flush(final=True)
         self.writer.close()
         lengths = np.concatenate(self.lengths) if self.lengths else np.zeros((0, len(self.fields)))
         np.save(self.directory / "lengths.npy", lengths.astype(np.uint16))

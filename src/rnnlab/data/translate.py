@@ -31,6 +31,7 @@ import gc
 import json
 import logging
 import os
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -370,6 +371,19 @@ class TranslationData(TaskDataModule):
             unk_replace=self.unk_replace,
             source_lang=self.source_lang,
             truecaser=self._fit_truecaser(train) if self.truecase else None,
+        )
+
+    def _codec_from_counts(
+        self, src: Counter[str], tgt: Counter[str], spellings: dict[str, Counter[str]]
+    ) -> TranslationCodec:
+        """`_fit_codec` from token and spelling counts (streaming, word level)."""
+        return self.codec_class(
+            self.tokenizer,
+            Vocab.from_counts(src, max_size=self.src_vocab_size, min_count=self.min_count),
+            Vocab.from_counts(tgt, max_size=self.tgt_vocab_size, min_count=self.min_count),
+            unk_replace=self.unk_replace,
+            source_lang=self.source_lang,
+            truecaser=Truecaser.from_counts(spellings) if self.truecase else None,
         )
 
     @staticmethod
