@@ -22,6 +22,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from rnnlab.data.shards import require_streaming
 from rnnlab.errors import require
 from rnnlab.models.decoding import DecodingOptions
 from rnnlab.models.output_layer import OUTPUT_LAYERS
@@ -183,6 +184,17 @@ RULES: tuple[tuple[str, Rule], ...] = (
     ("data.digits", integer()),
     ("data.num_workers", integer()),
     ("data.bucket_batches", integer(null=True)),
+    ("data.streaming", Rule("true or false", lambda value: isinstance(value, bool))),
+    ("data.vocab_pairs", integer(1, null=True)),
+    ("data.vocab_tokens", integer(1, null=True)),
+    ("data.shard_workers", integer(0, null=True)),
+)
+
+# Tasks whose datamodule reads pre-tokenized shards with data.streaming=true (#18).
+STREAMING_TASKS = (
+    "rnnlab.data.translate.TranslationData",
+    "rnnlab.data.chat.ChatData",
+    "rnnlab.data.book.BookData",
 )
 
 
@@ -218,5 +230,13 @@ def check_config(cfg: DictConfig) -> None:
         "language model, model.init_from=<its run>/checkpoints/best.ckpt (README), or set "
         "module.freeze_epochs=0",
     )
+    if OmegaConf.select(cfg, "data.streaming") is True:
+        target = OmegaConf.select(cfg, "data._target_")
+        require(
+            target in STREAMING_TASKS,
+            "data.streaming",
+            f"streaming shards are for task=translate, chat and book, not {target}",
+        )
+        require_streaming()  # the one-line error naming the install command
     if cfg.get("decoding") is not None:
         DecodingOptions().replace(**OmegaConf.to_container(cfg.decoding, resolve=True))

@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 
 warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
 warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+# data.streaming: each dataloader worker yields its own share of the batches, so the length is
+# exact (rnnlab.data.streaming); Lightning cannot know that and warns.
+warnings.filterwarnings("ignore", message=r".*`IterableDataset` has `__len__` defined.*")
 
 
 class _DropLitloggerTip(logging.Filter):

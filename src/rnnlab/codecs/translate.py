@@ -112,14 +112,21 @@ class TranslationCodec(Seq2SeqCodec):
             example["src_words"] = torch.tensor(self.word_ids(words, ids), dtype=torch.long)
         return example
 
+    def encode_ids(
+        self, sources: Sequence[Sequence[str]], targets: Sequence[Sequence[str]]
+    ) -> tuple[list[list[int]], list[list[int]]]:
+        """Tokenised sentence pairs -> source ids and target ids (<sos> ... <eos>): what
+        `encode_pairs` pads, and what streaming shards store (`rnnlab.data.pair_shards`)."""
+        src_ids = encode_all(self.src_vocab, sources)
+        sos, eos = self.tgt_vocab.sos_id, self.tgt_vocab.eos_id
+        return src_ids, [[sos, *ids, eos] for ids in encode_all(self.tgt_vocab, targets)]
+
     def encode_pairs(
         self, sources: Sequence[Sequence[str]], targets: Sequence[Sequence[str]]
     ) -> dict[str, Tensor]:
         """Tokenised sentence pairs -> padded src/tgt tensors (targets as <sos> ... <eos>), plus
         `src_words` at word level."""
-        src_ids = encode_all(self.src_vocab, sources)
-        sos, eos = self.tgt_vocab.sos_id, self.tgt_vocab.eos_id
-        tgt_ids = [[sos, *ids, eos] for ids in encode_all(self.tgt_vocab, targets)]
+        src_ids, tgt_ids = self.encode_ids(sources, targets)
         tensors = {
             "src_tokens": pad_ids(src_ids),
             "src_lengths": torch.tensor([len(s) for s in src_ids]),

@@ -23,6 +23,7 @@ start of the file (rnnlab.data.readers). Tokens, vocabulary and generated text: 
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Iterable, Sequence
@@ -44,7 +45,15 @@ from rnnlab.data.base import TaskDataModule
 from rnnlab.data.batching import InOrder, ResumableLoader
 from rnnlab.data.download import DownloadError, download
 from rnnlab.data.readers import CorpusError, read_lines, strip_gutenberg
+from rnnlab.data.shards import ShardReader, build_lock, content_hash, require_streaming
 from rnnlab.data.splits import check_fractions, stream_split
+from rnnlab.data.streaming import (
+    BatchPlan,
+    ShardEvalSet,
+    StreamingLoader,
+    StreamingTrainSet,
+    distributed_rank,
+)
 from rnnlab.data.text import PARAGRAPH
 from rnnlab.data.vocab import Vocab
 from rnnlab.errors import ConfigError, DataError, require, require_one_of, require_positive
@@ -164,9 +173,25 @@ class BookData(TaskDataModule):
         max_tokens: int | None = None,
         sample_length: int = 200,
         encoding: str = "utf-8",
+        streaming: bool = False,
+        vocab_tokens: int | None = 10_000_000,
         **loader_options,
     ):
         super().__init__(**loader_options)
+        require(
+            isinstance(streaming, bool),
+            "data.streaming",
+            f"must be true or false, got {streaming!r}",
+        )
+        require(
+            not (streaming and stateful),
+            "data.streaming",
+            "stateful training reads the stream in order and is not streamed from shards: set "
+            "data.stateful=false or data.streaming=false",
+        )
+        require_positive(vocab_tokens, "data.vocab_tokens", null=True)
+        if streaming:
+            require_streaming()
         require_one_of(level, LEVELS, "data.level")
         require_positive(seq_len, "data.seq_len")
         require(min_count >= 1, "data.min_count", f"must be >= 1, got {min_count}")
@@ -201,12 +226,17 @@ class BookData(TaskDataModule):
         self.max_tokens = max_tokens
         self.sample_length = sample_length
         self.encoding = encoding
+        self.streaming = streaming
+        self.vocab_tokens = vocab_tokens
         self.streams: dict[str, Tensor] = {}
+        self._shard_dir: Path | None = None
 
     # Files -----------------------------------------------------------------------------------
     def prepare_data(self) -> None:
         if self.path is None:
             self._download()
+        if self.streaming:  # one process builds (Lightning: local rank 0), the others wait
+            self.shards()
 
     def _download(self) -> list[Path]:
         files = []
@@ -277,6 +307,9 @@ class BookData(TaskDataModule):
             raise DataError(
                 f"checkpoint vocabulary is {self.codec.level}-level but data.level={self.level}"
             )
+        if self.streaming:
+            self._open_shards()
+            return
         files = self.files(self.path)
         stream, train_end, val_end = self._fit_codec(self.read_text(files))
         if train_end < self.seq_len + 1:
@@ -326,6 +359,57 @@ class BookData(TaskDataModule):
             tracks = max(1, min(self.eval_batch_size, (len(stream) - 1) // seq_len))
         return TokenTracks(stream, seq_len, tracks)
 
+    # Streaming shards (data.streaming=true: rnnlab.data.book_shards) --------------------------
+    def shard_settings(self) -> dict:
+        """Everything the shards depend on besides the books' bytes (the cache key)."""
+        return {
+            "task": type(self).__name__,
+            "tokenization": self.tokenizer.state_dict(),
+            "vocabulary": [self.max_vocab, self.min_count, self.vocab_tokens],
+            "seq_len": self.seq_len,
+            "split": [*self.fractions, self.seed],
+            "max_tokens": self.max_tokens,
+            "encoding": self.encoding,
+        }
+
+    def shards(self) -> Path:
+        """The directory of these books' windows, built on first use (`data_dir/shards/<hash>`
+        of the files and `shard_settings`, and of a given codec's vocabulary)."""
+        if self._shard_dir is None:
+            from rnnlab.data.book_shards import build_book_shards
+
+            files = self.files(self.path)
+            settings = self.shard_settings()
+            if self.codec is not None:
+                settings["vocabulary"] = self.codec.state_dict().get("vocab")
+            directory = self.data_dir / "shards" / content_hash(files, settings)
+            with build_lock(directory):
+                if not (directory / "meta.json").is_file():
+                    log.info("building shards of %d book(s) into %s", len(files), directory)
+                    build_book_shards(self, files, directory)
+            self._shard_dir = directory
+        return self._shard_dir
+
+    def _open_shards(self) -> None:
+        from rnnlab.data.book_shards import WindowCollate
+
+        directory = self.shards()
+        meta = json.loads((directory / "meta.json").read_text(encoding="utf-8"))
+        if self.codec is None:
+            self.codec = self.codec_class.from_state(meta["codec"])
+        for split in ("train", "val", "test"):
+            reader = ShardReader(directory / split)
+            setattr(self, f"{split}_set", ShardEvalSet(reader, WindowCollate()))
+            self.streams[split] = torch.tensor(meta["samples"][split], dtype=torch.int32)
+        log.info(
+            "%s tokens (streamed from %s), vocabulary %d, windows of %d: train %d, val %d, test %d",
+            meta["tokens"],
+            directory,
+            len(self.codec.vocab),
+            self.seq_len,
+            *meta["counts"].values(),
+        )
+
     # Loaders ---------------------------------------------------------------------------------
     def _track_loader(self, dataset: Dataset | None, *, train: bool = False) -> DataLoader:
         if dataset is None:
@@ -340,6 +424,22 @@ class BookData(TaskDataModule):
     def train_dataloader(self) -> DataLoader:
         if self.stateful:
             return self._track_loader(self.train_set, train=True)
+        if self.streaming:
+            rank, world = distributed_rank()
+            reader = self.train_set.reader
+            plan = BatchPlan(
+                reader,
+                batch_size=self.batch_size,
+                window_blocks=max(1, -(-64 * self.batch_size // reader.block_size)),
+                seed=self.seed,
+                world_size=world,
+            )
+            return StreamingLoader(
+                StreamingTrainSet(plan, self.train_set.collate),
+                epoch_of=lambda: self.trainer.current_epoch if self.trainer is not None else 0,
+                rank_of=lambda: distributed_rank()[0],
+                **self.loader_options(),
+            )
         return super().train_dataloader()
 
     def val_dataloader(self) -> DataLoader:

@@ -18,7 +18,9 @@ all replies of a question are its references.
 
 from __future__ import annotations
 
+import itertools
 import logging
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -32,6 +34,7 @@ from rnnlab.data.readers import (
 )
 from rnnlab.data.text import Tokenizer, detokenize
 from rnnlab.data.translate import Pair, TranslationData
+from rnnlab.data.vocab import Vocab
 from rnnlab.errors import DataError, require, require_one_of, require_positive
 
 log = logging.getLogger(__name__)
@@ -180,8 +183,13 @@ class ChatData(TranslationData):
 
     def _fit_codec(self, train: list[Pair]) -> ChatCodec:
         """One vocabulary over both sides of the training split."""
-        sides = [src for _, src, _, _ in train] + [tgt for _, _, tgt, _ in train]
+        sides = itertools.chain((src for _, src, _, _ in train), (tgt for _, _, tgt, _ in train))
         vocab = self._build_vocab(sides, self.src_vocab_size)
+        return ChatCodec(self.tokenizer, vocab, vocab)
+
+    def _codec_from_counts(self, src: Counter, tgt: Counter, spellings: dict) -> ChatCodec:
+        """One vocabulary over both sides' counts (streaming)."""
+        vocab = Vocab.from_counts(src + tgt, max_size=self.src_vocab_size, min_count=self.min_count)
         return ChatCodec(self.tokenizer, vocab, vocab)
 
     # Samples -------------------------------------------------------------------------------------

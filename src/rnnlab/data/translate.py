@@ -28,18 +28,34 @@ length-bucketed (`BucketBatchSampler`) and trimmed to their longest sequence.
 from __future__ import annotations
 
 import gc
+import json
 import logging
-from collections.abc import Iterator, Sequence
+import os
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
-from torch.utils.data import SequentialSampler
+import torch
+from torch.utils.data import DataLoader, SequentialSampler
 
 from rnnlab.codecs.translate import TranslationCodec
 from rnnlab.data.base import TaskDataModule
-from rnnlab.data.batching import BucketBatchSampler, EpochShuffleSampler, TensorBatchDataset
+from rnnlab.data.batching import (
+    BucketBatchSampler,
+    EpochShuffleSampler,
+    TensorBatchDataset,
+)
 from rnnlab.data.download import DownloadError, check_zip, download
 from rnnlab.data.readers import CorpusError, read_pair_files
+from rnnlab.data.shards import ShardReader, build_lock, content_hash, require_streaming
 from rnnlab.data.splits import check_fractions, split_by_group
+from rnnlab.data.streaming import (
+    BatchPlan,
+    ShardEvalSet,
+    StreamingLoader,
+    StreamingTrainSet,
+    distributed_rank,
+)
 from rnnlab.data.subwords import BPEVocab, check_vocab_sizes
 from rnnlab.data.text import Tokenizer, detokenize, normalize
 from rnnlab.data.truecase import Truecaser
@@ -111,9 +127,32 @@ class TranslationData(TaskDataModule):
         bucket_batches: int | None = 50,
         unk_replace: bool = True,
         truecase: bool = True,
+        streaming: bool = False,
+        max_tokens: int | None = None,
+        vocab_pairs: int | None = 500_000,
+        shard_workers: int | None = None,
         **loader_options,
     ):
         super().__init__(**loader_options)
+        require(
+            isinstance(streaming, bool),
+            "data.streaming",
+            f"must be true or false, got {streaming!r}",
+        )
+        require_positive(max_tokens, "data.max_tokens", null=True)
+        require(
+            max_tokens is None or streaming,
+            "data.max_tokens",
+            "batches by tokens need data.streaming=true (in memory, data.batch_size counts pairs)",
+        )
+        require_positive(vocab_pairs, "data.vocab_pairs", null=True)
+        require(
+            shard_workers is None or shard_workers >= 0,
+            "data.shard_workers",
+            f"must be >= 0 or null, got {shard_workers}",
+        )
+        if streaming:
+            require_streaming()
         self._check_source(corpus, path)
         require_one_of(tokenizer, TOKENIZERS, "data.tokenizer")
         for key, value in (
@@ -144,6 +183,10 @@ class TranslationData(TaskDataModule):
         self.bucket_batches = bucket_batches
         self.unk_replace = unk_replace
         self.truecase = truecase and lowercase  # cased models need no truecaser
+        self.streaming, self.max_tokens = streaming, max_tokens
+        self.vocab_pairs = vocab_pairs
+        self.shard_workers = min(os.cpu_count() or 1, 4) if shard_workers is None else shard_workers
+        self._shard_dir: Path | None = None
         self.stats: dict[str, int] = {}
         # Per split, in dataset order: (source text, reference strings) for val/test; for train
         # (source text, [target tokens]) (detokenised on demand: there are 100k of them).
@@ -175,15 +218,18 @@ class TranslationData(TaskDataModule):
     def prepare_data(self) -> None:
         if self.corpus != "files":
             self._download()
+        if self.streaming:  # one process builds (Lightning: local rank 0), the others wait
+            self.shards()
 
     def _files(self) -> list[Path]:
         """The training corpus: a named one (downloaded) or `data.path`'s files."""
         if self.corpus == "files":
             return self._path_files(self.path)
-        if self.corpus == "opensubtitles" and self.max_pairs is None:
+        if self.corpus == "opensubtitles" and self.max_pairs is None and not self.streaming:
             log.warning(
                 "OpenSubtitles en-es holds ~60M pairs and all of them will be read: set "
-                "data.max_pairs (e.g. 1000000) for a run that fits in memory"
+                "data.max_pairs (e.g. 1000000) for a run that fits in memory, or stream it from "
+                "shards: data.streaming=true"
             )
         return [self._download()]
 
@@ -268,6 +314,9 @@ class TranslationData(TaskDataModule):
                 gc.enable()
 
     def _build_splits(self) -> None:
+        if self.streaming:
+            self._open_shards()
+            return
         cleaned = self._clean(self.read_pairs())
         if not cleaned:
             raise DataError(
@@ -313,8 +362,8 @@ class TranslationData(TaskDataModule):
 
     def _fit_codec(self, train: list[Pair]) -> TranslationCodec:
         """Vocabularies of the training split's two sides."""
-        src_vocab = self._build_vocab([src for _, src, _, _ in train], self.src_vocab_size)
-        tgt_vocab = self._build_vocab([tgt for _, _, tgt, _ in train], self.tgt_vocab_size)
+        src_vocab = self._build_vocab((src for _, src, _, _ in train), self.src_vocab_size)
+        tgt_vocab = self._build_vocab((tgt for _, _, tgt, _ in train), self.tgt_vocab_size)
         return self.codec_class(
             self.tokenizer,
             src_vocab,
@@ -324,13 +373,26 @@ class TranslationData(TaskDataModule):
             truecaser=self._fit_truecaser(train) if self.truecase else None,
         )
 
+    def _codec_from_counts(
+        self, src: Counter[str], tgt: Counter[str], spellings: dict[str, Counter[str]]
+    ) -> TranslationCodec:
+        """`_fit_codec` from token and spelling counts (streaming, word level)."""
+        return self.codec_class(
+            self.tokenizer,
+            Vocab.from_counts(src, max_size=self.src_vocab_size, min_count=self.min_count),
+            Vocab.from_counts(tgt, max_size=self.tgt_vocab_size, min_count=self.min_count),
+            unk_replace=self.unk_replace,
+            source_lang=self.source_lang,
+            truecaser=Truecaser.from_counts(spellings) if self.truecase else None,
+        )
+
     @staticmethod
     def _fit_truecaser(train: list[Pair]) -> Truecaser:
         """Usual spellings of the training targets as written (tokenised, not lowercased)."""
         cased = Tokenizer("sentence")
         return Truecaser.fit(cased(target) for *_, target in train)
 
-    def _build_vocab(self, sequences: list[list[str]], size: int) -> Vocab | BPEVocab:
+    def _build_vocab(self, sequences: Iterable[list[str]], size: int) -> Vocab | BPEVocab:
         if self.tokenizer_kind == "bpe":
             return BPEVocab.train(sequences, vocab_size=size, min_count=max(self.min_count, 2))
         return Vocab.build(sequences, max_size=size, min_count=self.min_count)
@@ -355,11 +417,130 @@ class TranslationData(TaskDataModule):
         normalised: NFC, single spaces); with `original_references` off, its tokens joined."""
         return normalize(text) if self.original_references else detokenize(tokens)
 
+    # Streaming shards (data.streaming=true: rnnlab.data.pair_shards) --------------------------
+    def shard_settings(self) -> dict:
+        """Everything the shards' contents depend on besides the corpus files (the cache key)."""
+        return {
+            "task": type(self).__name__,
+            "corpus": self.corpus,
+            "languages": [self.source_lang, self.target_lang],
+            "columns": [self.source_column, self.target_column],
+            "max_pairs": self.max_pairs,
+            "tokenization": self.tokenizer.state_dict(),
+            "filters": {
+                key: value
+                for key, value in vars(self).items()
+                if key.startswith(("max_length", "max_question", "min_answer", "max_answer"))
+            },
+            "vocabulary": [
+                self.tokenizer_kind,
+                self.src_vocab_size,
+                self.tgt_vocab_size,
+                self.min_count,
+                self.vocab_pairs,
+            ],
+            "split": [self.val_fraction, self.test_fraction, self.seed],
+            "truecase": self.truecase,
+            "unk_replace": self.unk_replace,
+            "format": getattr(self, "format", None),
+        }
+
+    def shards(self) -> Path:
+        """The directory of this corpus's shards, built on first use (`data_dir/shards/<hash>`:
+        the content hash of the corpus files and `shard_settings`, and of a given codec's
+        vocabularies unless the cached shards were built with the same ones)."""
+        if self._shard_dir is not None:
+            return self._shard_dir
+        from rnnlab.data.pair_shards import build_pair_shards
+
+        files = self._files()
+        directory = self.data_dir / "shards" / content_hash(files, self.shard_settings())
+        if self.codec is not None and not self._same_vocabularies(directory):
+            vocabularies = {k: v for k, v in self.codec.state_dict().items() if "vocab" in k}
+            settings = {**self.shard_settings(), "codec": vocabularies}
+            directory = self.data_dir / "shards" / content_hash(files, settings)
+        with build_lock(directory):
+            if not (directory / "meta.json").is_file():
+                log.info("building shards of %s into %s", [str(f) for f in files], directory)
+                build_pair_shards(self, directory, workers=self.shard_workers)
+        self._shard_dir = directory
+        return directory
+
+    def _same_vocabularies(self, directory: Path) -> bool:
+        if not (directory / "meta.json").is_file():
+            return False
+        stored = json.loads((directory / "meta.json").read_text(encoding="utf-8"))["codec"]
+        given = self.codec.state_dict()
+        return all(stored.get(k) == v for k, v in given.items() if "vocab" in k)
+
+    def _open_shards(self) -> None:
+        """The splits from the shards (built if missing); the codec from them unless given."""
+        from rnnlab.data.pair_shards import PairCollate
+
+        directory = self.shards()
+        meta = json.loads((directory / "meta.json").read_text(encoding="utf-8"))
+        self.stats = meta["stats"]
+        if self.codec is None:
+            self.codec = self.codec_class.from_state(meta["codec"])
+        readers = {split: ShardReader(directory / split) for split in SPLITS}
+        self.train_set = ShardEvalSet(readers["train"], PairCollate(self.codec))
+        self.val_set = ShardEvalSet(readers["val"], PairCollate(self.codec, evaluation=True))
+        self.test_set = ShardEvalSet(readers["test"], PairCollate(self.codec, evaluation=True))
+        self.examples["train"] = [(text, [target]) for text, target in meta["samples"]]
+        for split in ("val", "test"):
+            reader = readers[split]
+            metas = [reader.example(i)[1] for i in range(min(len(reader), 32))]
+            self.examples[split] = [(meta[0], meta[2]) for meta in metas]
+        log.info(
+            "translation pairs (streamed from %s): %s; train %d, val %d, test %d; vocab %d -> %d",
+            directory,
+            self.stats,
+            len(self.train_set),
+            len(self.val_set),
+            len(self.test_set),
+            len(self.codec.src_vocab),
+            len(self.codec.tgt_vocab),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        if not self.streaming:
+            return super().train_dataloader()
+        rank, world = distributed_rank()
+        reader = self.train_set.reader
+        window = (self.bucket_batches or 50) * self.batch_size
+        plan = BatchPlan(
+            reader,
+            batch_size=self.batch_size,
+            max_tokens=self.max_tokens,
+            window_blocks=max(1, -(-window // reader.block_size)),
+            seed=self.seed,
+            world_size=world,
+        )
+        return StreamingLoader(
+            StreamingTrainSet(plan, self.train_set.collate),
+            epoch_of=lambda: self.trainer.current_epoch if self.trainer is not None else 0,
+            rank_of=lambda: distributed_rank()[0],
+            **self.loader_options(),
+        )
+
+    def _loader(self, dataset, *, train: bool) -> DataLoader:
+        if not isinstance(dataset, ShardEvalSet):
+            return super()._loader(dataset, train=train)
+        # In this process: `src_words` names unknown words with this process's codec.
+        options = {**self.loader_options(), "num_workers": 0, "persistent_workers": False}
+        return DataLoader(
+            dataset, batch_sampler=self.batch_sampler(dataset, train=False), **options
+        )
+
     # Batches ---------------------------------------------------------------------------------
     def batch_sampler(self, dataset: TensorBatchDataset, *, train: bool) -> BucketBatchSampler:
         """Length buckets: for training shuffled (seed, epoch) within buckets of `bucket_batches`
         batches; for evaluation the whole split sorted."""
-        tensors = dataset.tensors
+        if isinstance(dataset, ShardEvalSet):
+            lengths = torch.from_numpy(dataset.reader.lengths.astype("int64"))
+            tensors = {"src_lengths": lengths[:, 0], "tgt_lengths": lengths[:, 1]}
+        else:
+            tensors = dataset.tensors
         # Sort key: source length, then target length.
         lengths = tensors["src_lengths"] * (int(tensors["tgt_lengths"].max()) + 1)
         lengths = lengths + tensors["tgt_lengths"]

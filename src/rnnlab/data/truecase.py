@@ -12,7 +12,7 @@ takes its most frequent spelling where case is free, that is not at the start of
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 SENTENCE_END = frozenset(".!?…")
 
@@ -27,11 +27,11 @@ class Truecaser:
     def fit(cls, sentences: Iterable[Sequence[str]]) -> Truecaser:
         """Count each word's spellings away from sentence starts; keep the most frequent
         (ties: the lowercase one, so nothing is capitalised on thin evidence)."""
-        counts: dict[str, Counter[str]] = defaultdict(Counter)
-        for tokens in sentences:
-            for token, starts in zip(tokens, _sentence_starts(tokens)):
-                if not starts and token[:1].isalpha():
-                    counts[token.lower()][token] += 1
+        return cls.from_counts(count_spellings(sentences))
+
+    @classmethod
+    def from_counts(cls, counts: Mapping[str, Counter[str]]) -> Truecaser:
+        """The truecaser of `count_spellings`' counts (merged over parts of a corpus)."""
         forms = {}
         for lower, spellings in counts.items():
             best = max(spellings.items(), key=lambda item: (item[1], item[0] == lower))[0]
@@ -61,6 +61,18 @@ class Truecaser:
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Truecaser) and self.forms == other.forms
+
+
+def count_spellings(
+    sentences: Iterable[Sequence[str]], counts: dict[str, Counter[str]] | None = None
+) -> dict[str, Counter[str]]:
+    """lowercase word -> Counter of its spellings away from sentence starts, added to `counts`."""
+    counts = defaultdict(Counter) if counts is None else counts
+    for tokens in sentences:
+        for token, starts in zip(tokens, _sentence_starts(tokens)):
+            if not starts and token[:1].isalpha():
+                counts[token.lower()][token] += 1
+    return counts
 
 
 def _sentence_starts(tokens: Sequence[str]) -> list[bool]:

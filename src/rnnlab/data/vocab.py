@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from rnnlab.errors import InputError, quote
@@ -41,6 +41,18 @@ class Vocab:
         """Most frequent tokens first (ties by token, so builds are reproducible): the sampled
         and adaptive output layers (`rnnlab.models.output_layer`) rely on that order."""
         counts = Counter(token for sequence in sequences for token in sequence)
+        return cls.from_counts(counts, max_size=max_size, min_count=min_count, specials=specials)
+
+    @classmethod
+    def from_counts(
+        cls,
+        counts: Mapping[str, int],
+        *,
+        max_size: int | None = None,
+        min_count: int = 1,
+        specials: Sequence[str] = (PAD, UNK, SOS, EOS),
+    ) -> Vocab:
+        """`build` from token counts (e.g. merged over parts of a streamed corpus)."""
         ranked = sorted(
             (t for t, c in counts.items() if c >= min_count and t not in specials),
             key=lambda t: (-counts[t], t),
