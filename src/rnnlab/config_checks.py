@@ -23,6 +23,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from rnnlab.errors import require
+from rnnlab.models.classifier import POOLINGS
 from rnnlab.models.decoding import DecodingOptions
 from rnnlab.models.output_layer import OUTPUT_LAYERS
 from rnnlab.models.rnn import CELLS
@@ -140,6 +141,7 @@ RULES: tuple[tuple[str, Rule], ...] = (
     ("model.*_size", integer(1, null=True)),
     ("model.cell", choice(*CELLS)),
     ("model.output_layer", choice(*OUTPUT_LAYERS)),
+    ("model.pooling", choice(*POOLINGS)),
     ("model.num_sampled", integer(1)),
     ("model.init_from", CHECKPOINT_PATH),
     # module: fine-tuning by layer groups (rnnlab.tasks.fine_tuning)
