@@ -22,7 +22,12 @@ from rnnlab.data.vocab import PAD, UNK, Vocab
 from rnnlab.errors import ConfigError
 from rnnlab.models.classifier import RNNClassifier, concat_pool
 from rnnlab.tasks.classification import ClassificationTask
-from rnnlab.tasks.fine_tuning import apply_freezing, layer_groups, trainable_groups
+from rnnlab.tasks.fine_tuning import (
+    SlantedTriangular,
+    apply_freezing,
+    layer_groups,
+    trainable_groups,
+)
 from rnnlab.transfer import map_rows, read_language_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -330,6 +335,32 @@ def test_frozen_groups_stay_frozen_across_a_mid_epoch_resume(toy, tmp_path):
     net = objects["module"].net
     for name, tensor in net.rnn.state_dict().items():
         assert torch.equal(tensor, weights[f"rnn.{name}"]), name
+
+
+def test_slanted_triangular_rises_to_lr_at_the_cut_then_falls_in_every_group():
+    net = classifier()
+    optimizer = torch.optim.Adam(
+        [{"params": [net.head.weight], "lr": 0.01}, {"params": [net.embed.weight], "lr": 0.004}]
+    )
+    scheduler = SlantedTriangular(optimizer, total_steps=100, cut_frac=0.1, ratio=32)
+    lrs = []
+    for _ in range(100):
+        lrs.append([group["lr"] for group in optimizer.param_groups])
+        optimizer.step()
+        scheduler.step()
+    head = [lr[0] for lr in lrs]
+    assert head[0] == pytest.approx(0.01 / 32) and head[10] == pytest.approx(0.01)
+    assert head[:11] == sorted(head[:11]) and head[10:] == sorted(head[10:], reverse=True)
+    assert head[99] == pytest.approx(0.01 * (1 + 31 / 90) / 32)
+    assert all(lr[1] == pytest.approx(lr[0] * 0.4) for lr in lrs)  # proportions kept
+
+
+def test_slanted_triangular_steps_over_the_whole_run(toy, tmp_path):
+    run = sentiment(toy, "scheduler=slanted_triangular", "trainer.max_epochs=2", "test=false")
+    _, objects = train_run(tmp_path, *run)
+    scheduler = objects["trainer"].lr_scheduler_configs[0]
+    assert scheduler.interval == "step"
+    assert scheduler.scheduler.total_steps == objects["trainer"].global_step > 0
 
 
 # Transfer beats scratch --------------------------------------------------------------------------

@@ -156,6 +156,9 @@ RULES: tuple[tuple[str, Rule], ...] = (
     ("scheduler.eta_min", number(0)),
     ("scheduler.factor", number(0, 1, low_open=True, high_open=True)),
     ("scheduler.patience", integer(0)),
+    ("scheduler.total_steps", integer(1, null=True)),
+    ("scheduler.cut_frac", number(0, 1, low_open=True, high_open=True)),
+    ("scheduler.ratio", number(1)),
     # trainer: Lightning runs max_epochs=0 as "nothing to do" and reports success
     ("trainer.max_epochs", integer(1, also=(-1,), null=True)),
     ("trainer.min_epochs", integer(0, null=True)),
