@@ -2,15 +2,23 @@
 
 1. Pretrain `experiment=lm_for_transfer` on the shared tweets + books (word level, lowercase) for
    `--lm-minutes` of CPU time (or reuse `--lm-ckpt`).
-2. Fine-tune `experiment=sentiment_transfer` from it on the shared UCI sentences, once per seed.
-3. Train the same model from scratch with the same fine-tuning budget (same epochs, seeds and
-   learning rate; no LM, so no freezing and one learning rate).
+2. Per seed, fine-tune that LM on the training sentences of the seed's sentiment split
+   (`experiment=lm_on_sentiment`, ULMFiT's target-task LM fine-tuning; `--target-lm-epochs 0`
+   skips it).
+3. Per seed, fine-tune `experiment=sentiment_transfer` from the LM of step 2 (or 1) on the shared
+   UCI sentences.
+4. Per seed, train the same classifier from scratch with the same fine-tuning budget (same
+   epochs, seeds, learning rate and `--set` overrides; no LM, so no freezing and one learning
+   rate).
 
-Prints the test accuracy of both and the CPU time of pretraining + fine-tuning (the issue's
-parity of effort). Every stage runs in a fresh process with `--threads` torch threads.
+Prints the test accuracy of both per seed and the CPU time of each stage (the issue's parity of
+effort: pretraining + target LM + classifier). Every stage runs in a fresh process with
+`--threads` torch threads. The seed also draws the sentiment split (`data.seed=${seed}`), so the
+seeds measure different splits as well as different initialisations.
 
-    python benchmarks/sentiment_transfer.py --lm-minutes 60 --seeds 0 1 2
+    python benchmarks/sentiment_transfer.py --lm-minutes 30 --seeds 0 1 2
     python benchmarks/sentiment_transfer.py --lm-ckpt outputs/book/<run>/checkpoints/best.ckpt
+    python benchmarks/sentiment_transfer.py --lm-ckpt <ckpt> --set model.pooling=concat
     python benchmarks/sentiment_transfer.py --lm-minutes 0.5 --lm-max-tokens 50000 --epochs 1
 """
 
@@ -78,7 +86,30 @@ def pretrain(out: str, minutes: float, max_tokens: int | None) -> dict:
     }
 
 
-def fine_tune(out: str, lm_ckpt: str | None, seed: int, epochs: int | None) -> dict:
+def lm_fine_tune(out: str, lm_ckpt: str, seed: int, epochs: int | None, extra: list) -> dict:
+    """ULMFiT's second stage: the LM on the seed's training sentences."""
+    cfg = compose_config(
+        *QUIET,
+        *RUN,
+        "experiment=lm_on_sentiment",
+        f"data.path={SENTIMENT}",
+        f"model.init_from={lm_ckpt}",
+        f"seed={seed}",
+        *([f"trainer.max_epochs={epochs}"] if epochs else []),
+        *extra,
+        output_dir=out,
+    )
+    start = time.process_time()
+    metrics, objects = train_with_callbacks(cfg)
+    return {
+        "ckpt": str(Path(out) / "checkpoints" / "best.ckpt"),
+        "cpu_seconds": time.process_time() - start,
+        "val_ppl": math.exp(metrics.get("val/loss_best", math.nan)),
+        "epochs": objects["trainer"].current_epoch,
+    }
+
+
+def fine_tune(out: str, lm_ckpt: str | None, seed: int, epochs: int | None, extra: list) -> dict:
     origin = (
         [f"model.init_from={lm_ckpt}"]
         if lm_ckpt
@@ -89,9 +120,10 @@ def fine_tune(out: str, lm_ckpt: str | None, seed: int, epochs: int | None) -> d
         *RUN,
         "experiment=sentiment_transfer",
         f"data.path={SENTIMENT}",
-        *origin,
         f"seed={seed}",
         *([f"trainer.max_epochs={epochs}"] if epochs else []),
+        *extra,
+        *origin,
         output_dir=out,
     )
     start = time.process_time()
@@ -99,80 +131,127 @@ def fine_tune(out: str, lm_ckpt: str | None, seed: int, epochs: int | None) -> d
     return {
         "acc": metrics["test/acc"],
         "f1": metrics["test/f1"],
+        "val_acc": metrics.get("val/acc_best", math.nan),
         "cpu_seconds": time.process_time() - start,
     }
+
+
+def summary(runs: list[dict], key: str = "cpu_seconds") -> float:
+    return statistics.fmean(run[key] for run in runs) if runs else 0.0
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--lm-minutes", type=float, default=60, help="CPU minutes of pretraining")
+    parser.add_argument("--lm-minutes", type=float, default=30, help="CPU minutes of pretraining")
     parser.add_argument("--lm-max-tokens", type=int, help="pretrain on the first N tokens only")
     parser.add_argument("--lm-ckpt", help="skip pretraining: fine-tune from this LM checkpoint")
+    parser.add_argument(
+        "--target-lm-epochs",
+        type=int,
+        help="epochs of LM fine-tuning on the training sentences (default: the preset's; 0: skip)",
+    )
+    parser.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="overrides for both classifiers (transfer and scratch), e.g. model.pooling=concat",
+    )
+    parser.add_argument(
+        "--set-lm", nargs="+", default=[], metavar="KEY=VALUE", help="overrides for stage 2"
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="fine-tuning seeds")
-    parser.add_argument("--epochs", type=int, help="fine-tuning epochs (default: the preset's)")
+    parser.add_argument("--epochs", type=int, help="classifier epochs (default: the preset's)")
+    parser.add_argument("--no-scratch", action="store_true", help="transfer only")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
     parser.add_argument("--out", help="where runs are written (default: a new temporary folder)")
-    parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
+    parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.worker:
-        kind, out, *rest = args.worker
-        if kind == "pretrain":
-            max_tokens = int(rest[1]) if rest[1] != "none" else None
-            print(json.dumps(pretrain(out, float(rest[0]), max_tokens)))
-        else:
-            lm_ckpt = None if rest[0] == "none" else rest[0]
-            epochs = int(rest[2]) if rest[2] != "none" else None
-            print(json.dumps(fine_tune(out, lm_ckpt, int(rest[1]), epochs)))
+        kind, job = args.worker[0], json.loads(args.worker[1])
+        stage = {"pretrain": pretrain, "target_lm": lm_fine_tune, "classifier": fine_tune}[kind]
+        print(json.dumps(stage(**job)))
         return
 
     script = str(here() / "sentiment_transfer.py")
     out = Path(args.out or tempfile.mkdtemp(prefix="sentiment_transfer-"))
-    common = ["--threads", str(args.threads)]
+
+    def run(kind: str, **job) -> dict:
+        return in_fresh_process(script, kind, json.dumps(job), "--threads", str(args.threads))
+
     lm_cpu = 0.0
     lm_ckpt = args.lm_ckpt
     if lm_ckpt is None:
-        lm = in_fresh_process(
-            script,
-            "pretrain",
-            str(out / "lm"),
-            str(args.lm_minutes),
-            str(args.lm_max_tokens or "none"),
-            *common,
+        lm = run(
+            "pretrain", out=str(out / "lm"), minutes=args.lm_minutes, max_tokens=args.lm_max_tokens
         )
         lm_ckpt, lm_cpu = lm["ckpt"], lm["cpu_seconds"]
         print(
             f"LM pretraining (experiment=lm_for_transfer, shared tweets + books): "
             f"{lm['epochs']} full epochs, best validation perplexity {lm['val_ppl']:.1f}, "
-            f"test {lm['test_ppl']:.1f}, {lm_cpu:.0f} CPU s\n  {lm_ckpt}"
+            f"test {lm['test_ppl']:.1f}, {lm_cpu:.0f} CPU s\n  {lm_ckpt}",
+            flush=True,
         )
-    epochs = str(args.epochs or "none")
-    results: dict[str, list[dict]] = {"transfer": [], "scratch": []}
+    results: dict[str, list[dict]] = {"target_lm": [], "transfer": [], "scratch": []}
     for seed in args.seeds:
-        for name, origin in (("transfer", lm_ckpt), ("scratch", "none")):
-            run_dir = str(out / f"{name}-{seed}")
-            results[name].append(
-                in_fresh_process(script, "finetune", run_dir, origin, str(seed), epochs, *common)
+        classifier_lm = lm_ckpt
+        if args.target_lm_epochs != 0:
+            target = run(
+                "target_lm",
+                out=str(out / f"target_lm-{seed}"),
+                lm_ckpt=lm_ckpt,
+                seed=seed,
+                epochs=args.target_lm_epochs,
+                extra=args.set_lm,
+            )
+            results["target_lm"].append(target)
+            classifier_lm = target["ckpt"]
+            print(
+                f"seed {seed}: LM on the training sentences (experiment=lm_on_sentiment): "
+                f"validation perplexity {target['val_ppl']:.1f}, {target['cpu_seconds']:.0f} "
+                "CPU s",
+                flush=True,
+            )
+        for name, origin in (("transfer", classifier_lm), ("scratch", None)):
+            if name == "scratch" and args.no_scratch:
+                continue
+            result = run(
+                "classifier",
+                out=str(out / f"{name}-{seed}"),
+                lm_ckpt=origin,
+                seed=seed,
+                epochs=args.epochs,
+                extra=args.set,
+            )
+            results[name].append(result)
+            print(
+                f"seed {seed}: {name} test accuracy {result['acc']:.3f} (validation "
+                f"{result['val_acc']:.3f}), {result['cpu_seconds']:.0f} CPU s",
+                flush=True,
             )
     print(
-        f"\nsentiment test accuracy (experiment=sentiment_transfer on {SENTIMENT}, "
-        f"seeds {args.seeds}, {args.threads} thread(s))"
+        f"\nsentiment test accuracy (experiment=sentiment_transfer {' '.join(args.set)} on "
+        f"{SENTIMENT}, seeds {args.seeds}, {args.threads} thread(s))"
     )
-    for name, runs in results.items():
-        accs = [run["acc"] for run in runs]
-        cpu = statistics.fmean(run["cpu_seconds"] for run in runs)
-        per_seed = ", ".join(f"{acc:.3f}" for acc in accs)
+    for name in ("transfer", "scratch"):
+        runs = results[name]
+        if not runs:
+            continue
+        per_seed = ", ".join(f"{run['acc']:.3f}" for run in runs)
         print(
-            f"  {name:8s} {statistics.fmean(accs):.3f} (per seed {per_seed}), "
-            f"F1 {statistics.fmean(run['f1'] for run in runs):.3f}, {cpu:.0f} CPU s per run"
+            f"  {name:8s} {summary(runs, 'acc'):.3f} (per seed {per_seed}), "
+            f"F1 {summary(runs, 'f1'):.3f}, {summary(runs):.0f} CPU s per run"
         )
-    fine_cpu = statistics.fmean(run["cpu_seconds"] for run in results["transfer"])
+    target_cpu, fine_cpu = summary(results["target_lm"]), summary(results["transfer"])
+    total = lm_cpu + target_cpu + fine_cpu
     print(
-        f"\ntotal CPU time, pretraining + one fine-tuning: {lm_cpu + fine_cpu:.0f} s "
-        f"({(lm_cpu + fine_cpu) / 60:.1f} min)"
-        + ("" if args.lm_ckpt is None else " (pretraining not counted: --lm-ckpt)")
+        f"\nCPU time of one transfer run: pretraining {lm_cpu:.0f} s"
+        + (" (not counted: --lm-ckpt)" if args.lm_ckpt else "")
+        + f" + LM on the training sentences {target_cpu:.0f} s + classifier {fine_cpu:.0f} s "
+        f"= {total:.0f} s ({total / 60:.1f} min)"
     )
 
 

@@ -14,14 +14,20 @@ import pytest
 import torch
 from conftest import compose_config, train_run
 
-from rnnlab.builder import build
+from rnnlab.builder import build, build_datamodule
 from rnnlab.checkpoints import CODEC_KEY, read_checkpoint
 from rnnlab.config_checks import check_config
+from rnnlab.data.sentiment import SentimentData
 from rnnlab.data.vocab import PAD, UNK, Vocab
 from rnnlab.errors import ConfigError
-from rnnlab.models.classifier import RNNClassifier
+from rnnlab.models.classifier import RNNClassifier, concat_pool
 from rnnlab.tasks.classification import ClassificationTask
-from rnnlab.tasks.fine_tuning import apply_freezing, layer_groups, trainable_groups
+from rnnlab.tasks.fine_tuning import (
+    SlantedTriangular,
+    apply_freezing,
+    layer_groups,
+    trainable_groups,
+)
 from rnnlab.transfer import map_rows, read_language_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -128,7 +134,7 @@ def test_words_are_matched_lowercased_and_with_either_apostrophe():
     assert map_rows(vocab, lm_tokens) == {1: 1, 2: 3, 3: 2}  # <unk>, didn't, great; not <pad>
 
 
-def test_known_words_get_the_lm_rows_and_new_words_keep_fresh_ones(toy, caplog):
+def test_known_words_get_the_lm_rows_and_new_words_the_lm_mean_row(toy, caplog):
     lm_tokens, weights = read_language_model(toy["lm"])
     with caplog.at_level("INFO", logger="rnnlab.transfer"):
         datamodule, module = built(toy, f"model.init_from={toy['lm']}")
@@ -138,11 +144,12 @@ def test_known_words_get_the_lm_rows_and_new_words_keep_fresh_ones(toy, caplog):
     known = [w for w in words if w in lm_tokens]
     assert set(words) - set(known) == {"honestly", "overall"}
     assert f"init_from: {len(known)} of {len(words)} words from the LM, 2 new" in caplog.text
+    mean_row = weights["embedding.weight"].mean(0)
     for row, token in enumerate(vocab.itos):
         if token in lm_tokens and token != PAD:
             assert torch.equal(embedding[row], weights["embedding.weight"][lm_tokens.index(token)])
-        else:
-            assert torch.equal(embedding[row], scratch.net.embed.weight[row])
+        elif token != PAD:
+            assert torch.allclose(embedding[row], mean_row)
     assert not embedding[vocab.pad_id].any()
     for name, tensor in module.net.rnn.state_dict().items():
         assert torch.equal(tensor, weights[f"rnn.{name}"]), name
@@ -193,6 +200,77 @@ def test_sentiment_transfer_needs_a_language_model_of_the_lm_presets_sizes():
     assert (lm.data.level, lm.data.lowercase, cfg.data.lowercase) == ("word", True, True)
     for key in ("cell", "embedding_dim", "hidden_size", "num_layers"):
         assert cfg.model[key] == lm.model[key]
+
+
+# ULMFiT's second stage: the LM on the training sentences ------------------------------------------
+def lm_on_sentiment(toy: dict[str, Path], *overrides: str) -> list[str]:
+    return [
+        "experiment=lm_on_sentiment",
+        f"data.path={toy['labelled']}",
+        "data.seq_len=8",
+        "data.batch_size=8",
+        *SIZES,
+        "model.output_layer=full",
+        "model.tie_weights=false",  # the toy LM's sizes differ (16, 32)
+        "logger=none",
+        "callbacks.samples=null",
+        "diagnosis.enabled=false",
+        *overrides,
+    ]
+
+
+def test_the_lm_stage_reads_the_training_sentences_only(toy):
+    cfg = compose_config(*lm_on_sentiment(toy, f"model.init_from={toy['lm']}"))
+    datamodule = build_datamodule(cfg)
+    datamodule.setup("fit")
+    labelled = SentimentData(path=str(toy["labelled"]), seed=cfg.seed)
+    labelled.setup("fit")
+    parts = labelled.split()
+    assert sorted(datamodule.training_sentences()) == sorted(text for text, _ in parts["train"])
+    text = datamodule.read_text([])
+    for held_out, _ in parts["val"] + parts["test"]:
+        assert f"\n{held_out}\n" not in f"\n{text}"
+    # Every word of the classifier's vocabulary is in this LM's, held-out LM text included.
+    assert set(labelled.codec.vocab.itos) <= set(datamodule.codec.vocab.itos) | {PAD}
+
+
+def test_the_lm_stage_starts_from_the_lm_weights_and_output_rows(toy):
+    lm_tokens, weights = read_language_model(toy["lm"])
+    datamodule, module = build(
+        compose_config(*lm_on_sentiment(toy, f"model.init_from={toy['lm']}"))
+    )
+    net, vocab = module.net, datamodule.codec.vocab
+    for name, tensor in net.rnn.state_dict().items():
+        assert torch.equal(tensor, weights[f"rnn.{name}"]), name
+    row, lm_row = vocab.stoi["food"], lm_tokens.index("food")
+    assert torch.equal(net.embedding.weight[row], weights["embedding.weight"][lm_row])
+    assert torch.equal(net.out.bias[row], weights["out.bias"][lm_row])
+    assert torch.equal(net.out.weight[row], weights["out.weight"][lm_row])
+    assert torch.allclose(
+        net.embedding.weight[vocab.stoi["honestly"]], weights["embedding.weight"].mean(0)
+    )
+    # ... and a classifier started from this stage's checkpoint knows every one of its words.
+    assert all(token in vocab.stoi for token in ("honestly", "overall", "w9"))
+
+
+# Concat pooling ----------------------------------------------------------------------------------
+def test_concat_pooling_reads_only_the_valid_steps():
+    outputs = torch.tensor([[[1.0], [5.0], [3.0]], [[-2.0], [-1.0], [9.0]]])  # (2, 3, 1)
+    last = torch.tensor([[3.0], [-1.0]])
+    pooled = concat_pool(outputs, last, torch.tensor([3, 2]))
+    assert pooled.tolist() == [[3.0, 5.0, 3.0], [-1.0, -1.0, -1.5]]  # 9.0 is padding
+    assert concat_pool(outputs, last, None)[1].tolist() == [-1.0, 9.0, 2.0]
+
+
+def test_a_concat_pooling_classifier_gives_a_padded_sentence_its_own_logits():
+    torch.manual_seed(0)
+    net = RNNClassifier(2, vocab_size=10, embedding_dim=4, hidden_size=6, pooling="concat").eval()
+    assert net.head.in_features == 18
+    alone = net(torch.tensor([[3, 4]]), torch.tensor([2]))
+    batched = net(torch.tensor([[3, 4, 0, 0], [5, 6, 7, 8]]), torch.tensor([2, 4]))
+    assert torch.allclose(batched[0], alone[0], atol=1e-6)
+    with pytest.raises(ConfigError, match=r"^model\.pooling: must be one of last, concat"):
+        RNNClassifier(2, vocab_size=10, pooling="max")
 
 
 # Fine-tuning by layer groups ---------------------------------------------------------------------
@@ -259,6 +337,32 @@ def test_frozen_groups_stay_frozen_across_a_mid_epoch_resume(toy, tmp_path):
     net = objects["module"].net
     for name, tensor in net.rnn.state_dict().items():
         assert torch.equal(tensor, weights[f"rnn.{name}"]), name
+
+
+def test_slanted_triangular_rises_to_lr_at_the_cut_then_falls_in_every_group():
+    net = classifier()
+    optimizer = torch.optim.Adam(
+        [{"params": [net.head.weight], "lr": 0.01}, {"params": [net.embed.weight], "lr": 0.004}]
+    )
+    scheduler = SlantedTriangular(optimizer, total_steps=100, cut_frac=0.1, ratio=32)
+    lrs = []
+    for _ in range(100):
+        lrs.append([group["lr"] for group in optimizer.param_groups])
+        optimizer.step()
+        scheduler.step()
+    head = [lr[0] for lr in lrs]
+    assert head[0] == pytest.approx(0.01 / 32) and head[10] == pytest.approx(0.01)
+    assert head[:11] == sorted(head[:11]) and head[10:] == sorted(head[10:], reverse=True)
+    assert head[99] == pytest.approx(0.01 * (1 + 31 / 90) / 32)
+    assert all(lr[1] == pytest.approx(lr[0] * 0.4) for lr in lrs)  # proportions kept
+
+
+def test_slanted_triangular_steps_over_the_whole_run(toy, tmp_path):
+    run = sentiment(toy, "scheduler=slanted_triangular", "trainer.max_epochs=2", "test=false")
+    _, objects = train_run(tmp_path, *run)
+    scheduler = objects["trainer"].lr_scheduler_configs[0]
+    assert scheduler.interval == "step"
+    assert scheduler.scheduler.total_steps == objects["trainer"].global_step > 0
 
 
 # Transfer beats scratch --------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rnnlab.data.shards import require_streaming
 from rnnlab.errors import require
+from rnnlab.models.classifier import POOLINGS
 from rnnlab.models.decoding import DecodingOptions
 from rnnlab.models.output_layer import OUTPUT_LAYERS
 from rnnlab.models.rnn import CELLS
@@ -141,6 +142,7 @@ RULES: tuple[tuple[str, Rule], ...] = (
     ("model.*_size", integer(1, null=True)),
     ("model.cell", choice(*CELLS)),
     ("model.output_layer", choice(*OUTPUT_LAYERS)),
+    ("model.pooling", choice(*POOLINGS)),
     ("model.num_sampled", integer(1)),
     ("model.init_from", CHECKPOINT_PATH),
     # module: fine-tuning by layer groups (rnnlab.tasks.fine_tuning)
@@ -155,6 +157,9 @@ RULES: tuple[tuple[str, Rule], ...] = (
     ("scheduler.eta_min", number(0)),
     ("scheduler.factor", number(0, 1, low_open=True, high_open=True)),
     ("scheduler.patience", integer(0)),
+    ("scheduler.total_steps", integer(1, null=True)),
+    ("scheduler.cut_frac", number(0, 1, low_open=True, high_open=True)),
+    ("scheduler.ratio", number(1)),
     # trainer: Lightning runs max_epochs=0 as "nothing to do" and reports success
     ("trainer.max_epochs", integer(1, also=(-1,), null=True)),
     ("trainer.min_epochs", integer(0, null=True)),

@@ -7,13 +7,16 @@ the vocabulary comes from its stored codec state (`restore_codec`, as predict re
 tensors from its state_dict, the cell type and sizes from the tensors' shapes.
 
 - Embedding: every word of the model's vocabulary that the LM knows gets the LM's row, `<unk>`
-  the LM's `<unk>` row; new words keep the model's fresh rows and `<pad>` its zero row.
+  the LM's `<unk>` row; new words start from the mean of the LM's rows (as ULMFiT does: a
+  fresh N(0, 1) row is far larger than a trained one) and `<pad>` keeps its zero row.
 - Recurrent layers: from the bottom, as many as match in shape (a deeper model keeps fresh
   layers on top; a bidirectional one gets the LM's weights in its forward direction). A
   different cell type, embedding size or hidden size is one ConfigError naming model.init_from
   and the keys to set.
 - The head stays new; fine-tune it with `module.freeze_epochs` and `module.layer_lr_decay`
-  (`rnnlab.tasks.fine_tuning`).
+  (`rnnlab.tasks.fine_tuning`). A language model started from one (ULMFiT's second stage,
+  `experiment=lm_on_sentiment`) also gets the LM's output rows of the words it knows (`out`:
+  bias, and the weight unless tied to the embedding).
 
 Words are compared after `match_key`: lowercased, and the typographic apostrophe of Gutenberg's
 newer books (’) read as '. The book tokenizer keeps "didn't" one token with either apostrophe,
@@ -52,6 +55,7 @@ class Transfer:
     words_from_lm: int
     words_new: int
     layers: int
+    output_layer: bool = False  # the LM's output rows too (a language model started from one)
 
 
 def match_key(token: str) -> str:
@@ -143,6 +147,22 @@ def _copy_layers(rnn: nn.Module, weights: dict[str, Tensor]) -> int:
     return rnn.num_layers
 
 
+def _copy_output_rows(net: nn.Module, weights: dict[str, Tensor], rows: dict[int, int]) -> bool:
+    """A language model's vocabulary layer `out` (V, H) gets the LM's rows of the words both
+    know (its weight only when not tied to the embedding, which is copied already); -> whether
+    it had one to fill."""
+    out = getattr(net, "out", None)
+    if not isinstance(out, nn.Linear) or "out.bias" not in weights or not rows:
+        return False
+    if weights.get("out.weight", weights["embedding.weight"]).shape[1] != out.in_features:
+        return False
+    ours, theirs = list(rows), list(rows.values())
+    out.bias[ours] = weights["out.bias"][theirs].to(out.bias)
+    if "out.weight" in weights and out.weight is not net.input_embedding.weight:
+        out.weight[ours] = weights["out.weight"][theirs].to(out.weight)
+    return True
+
+
 @torch.no_grad()
 def load_language_model(
     net: nn.Module, vocab: Vocab, lm_tokens: Sequence[str], weights: dict[str, Tensor], source: str
@@ -153,24 +173,32 @@ def load_language_model(
     nn.Embedding (V, E) and an `rnn` of the same cell type and sizes."""
     _check_sizes(net, weights, source)
     rows = map_rows(vocab, lm_tokens)
+    embedding = net.input_embedding.weight
+    lm_embedding = weights["embedding.weight"].to(embedding)
+    new_rows = [row for row in range(len(vocab)) if row not in rows and row != vocab.pad_id]
+    embedding[new_rows] = lm_embedding.mean(0)
     if rows:
-        embedding = net.input_embedding.weight
-        embedding[list(rows)] = weights["embedding.weight"][list(rows.values())].to(embedding)
+        embedding[list(rows)] = lm_embedding[list(rows.values())]
     layers = _copy_layers(net.rnn, weights)
+    output_layer = _copy_output_rows(net, weights, rows)
     specials = set(vocab.specials)
     words = sum(token not in specials for token in vocab.itos)
     known = sum(vocab.itos[row] not in specials for row in rows)
     log.info(
-        "init_from: %s of %s words from the LM, %s new; embedding and %d of %d recurrent "
-        "layers from %s; the head is new",
+        "init_from: %s of %s words from the LM, %s new (the LM's mean row); embedding%s and %d "
+        "of %d recurrent layers from %s; %s",
         f"{known:,}",
         f"{words:,}",
         f"{words - known:,}",
+        ", output rows" if output_layer else "",
         layers,
         net.rnn.num_layers,
         source,
+        "new words' output rows are new" if output_layer else "the head is new",
     )
-    return Transfer(words_from_lm=known, words_new=words - known, layers=layers)
+    return Transfer(
+        words_from_lm=known, words_new=words - known, layers=layers, output_layer=output_layer
+    )
 
 
 def init_from_language_model(net: nn.Module, codec: Codec, path: str | os.PathLike) -> Transfer:

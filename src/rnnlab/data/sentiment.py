@@ -289,7 +289,9 @@ class SentimentData(TaskDataModule):
             trim={"inputs": "lengths"},
         )
 
-    def build_splits(self) -> None:
+    def split(self) -> dict[str, list[Example]]:
+        """{"train", "val", "test": examples} of `path`, drawn by `seed` (the same for every
+        caller: the LM fine-tuning stage of #20 reads its training sentences here)."""
         sources = self.read_sources(self.path)
         if "all" in sources:
             parts = split_groups(sources["all"], self.val_fraction, self.test_fraction, self.seed)
@@ -302,6 +304,10 @@ class SentimentData(TaskDataModule):
                 log.info("dropped %d aclImdb test reviews that also occur in train", dropped)
         if not parts["test"]:
             raise DataError(f"data.path={self.path}: every aclImdb test review occurs in train")
+        return parts
+
+    def build_splits(self) -> None:
+        parts = self.split()
         if self.codec is None:
             self.codec = SentimentCodec.fit(
                 self.tokenizer,

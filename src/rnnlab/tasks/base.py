@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from abc import abstractmethod
 from collections.abc import Callable, Mapping
 from functools import partial
@@ -15,6 +16,7 @@ from torchmetrics import Metric
 
 from rnnlab.checkpoints import CODEC_KEY
 from rnnlab.codecs.base import Codec
+from rnnlab.errors import require
 from rnnlab.models.decoding import DecodingOptions
 from rnnlab.tasks.fine_tuning import apply_freezing, layer_groups, scale_group_lrs
 
@@ -119,6 +121,19 @@ class TaskModule(pl.LightningModule):
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer)
+        if getattr(scheduler, "interval", "epoch") == "step":  # SlantedTriangular
+            if scheduler.total_steps is None:
+                steps = self.trainer.estimated_stepping_batches
+                require(
+                    math.isfinite(steps),
+                    "scheduler",
+                    "a schedule over the run's steps needs trainer.max_epochs or max_steps",
+                )
+                scheduler.total_steps = int(steps)
+            return {
+                "optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+            }
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss"},

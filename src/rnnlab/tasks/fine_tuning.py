@@ -10,10 +10,14 @@ top: the embedding, each recurrent layer (both directions of a bidirectional one
   start.
 - Discriminative learning rates (`module.layer_lr_decay`): group lr = lr × decay^depth, depth 0
   for the top group; 1.0 gives every group the same lr.
+- Slanted triangular learning rates (`scheduler=slanted_triangular`, `SlantedTriangular`): every
+  group's lr rises linearly for the first `cut_frac` of the run's steps, then falls linearly,
+  from and back to lr / `ratio`.
 """
 
 from __future__ import annotations
 
+import math
 import re
 
 import torch
@@ -67,3 +71,37 @@ def scale_group_lrs(optimizer: torch.optim.Optimizer, decay: float) -> None:
     the `lr` log and schedulers created afterwards then see)."""
     for depth, group in enumerate(optimizer.param_groups):
         group["lr"] *= decay**depth
+
+
+class SlantedTriangular(torch.optim.lr_scheduler.LRScheduler):
+    """ULMFiT's slanted triangular learning rates, stepped once per optimizer step.
+
+    With T = `total_steps`, cut = ⌊T · cut_frac⌋ and t the step: p = t / cut before the cut,
+    1 - (t - cut) / (T - cut) after it, and lr_t = lr · (1 + p (ratio - 1)) / ratio for every
+    param group (so discriminative lrs keep their proportions). `total_steps` None: the task
+    sets it to the run's steps (`trainer.estimated_stepping_batches`) before training."""
+
+    interval = "step"  # how the task hands it to Lightning
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        total_steps: int | None = None,
+        cut_frac: float = 0.1,
+        ratio: float = 32.0,
+        last_epoch: int = -1,
+    ):
+        require(0 < cut_frac < 1, "scheduler.cut_frac", f"must be in (0, 1), got {cut_frac}")
+        require(ratio >= 1, "scheduler.ratio", f"must be a number >= 1, got {ratio}")
+        self.total_steps, self.cut_frac, self.ratio = total_steps, cut_frac, ratio
+        super().__init__(optimizer, last_epoch)
+
+    def factor(self, step: int) -> float:
+        """lr_t / lr at `step` (0-based): 1/ratio at 0, 1 at the cut, 1/ratio at the end."""
+        total = max(2, self.total_steps or 2)
+        cut = max(1, math.floor(total * self.cut_frac))
+        p = step / cut if step < cut else max(0.0, 1 - (step - cut) / max(1, total - cut))
+        return (1 + p * (self.ratio - 1)) / self.ratio
+
+    def get_lr(self) -> list[float]:
+        return [base * self.factor(self.last_epoch) for base in self.base_lrs]
