@@ -233,7 +233,7 @@ def main() -> None:
                 flush=True,
             )
     print(
-        f"\nsentiment test accuracy (experiment=sentiment_transfer {' '.join(args.set)} on "
+        f"\nsentiment test accuracy ({' '.join(['experiment=sentiment_transfer', *args.set])} on "
         f"{SENTIMENT}, seeds {args.seeds}, {args.threads} thread(s))"
     )
     for name in ("transfer", "scratch"):
