@@ -16,7 +16,7 @@ effort: pretraining + target LM + classifier). Every stage runs in a fresh proce
 `--threads` torch threads. The seed also draws the sentiment split (`data.seed=${seed}`), so the
 seeds measure different splits as well as different initialisations.
 
-    python benchmarks/sentiment_transfer.py --lm-minutes 30 --seeds 0 1 2
+    python benchmarks/sentiment_transfer.py --lm-minutes 20 --seeds 0 1 2
     python benchmarks/sentiment_transfer.py --lm-ckpt outputs/book/<run>/checkpoints/best.ckpt
     python benchmarks/sentiment_transfer.py --lm-ckpt <ckpt> --set model.pooling=concat
     python benchmarks/sentiment_transfer.py --lm-minutes 0.5 --lm-max-tokens 50000 --epochs 1
@@ -144,7 +144,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--lm-minutes", type=float, default=30, help="CPU minutes of pretraining")
+    parser.add_argument("--lm-minutes", type=float, default=20, help="CPU minutes of pretraining")
     parser.add_argument("--lm-max-tokens", type=int, help="pretrain on the first N tokens only")
     parser.add_argument("--lm-ckpt", help="skip pretraining: fine-tune from this LM checkpoint")
     parser.add_argument(
@@ -233,7 +233,7 @@ def main() -> None:
                 flush=True,
             )
     print(
-        f"\nsentiment test accuracy (experiment=sentiment_transfer {' '.join(args.set)} on "
+        f"\nsentiment test accuracy ({' '.join(['experiment=sentiment_transfer', *args.set])} on "
         f"{SENTIMENT}, seeds {args.seeds}, {args.threads} thread(s))"
     )
     for name in ("transfer", "scratch"):
