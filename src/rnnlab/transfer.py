@@ -40,6 +40,7 @@ from rnnlab.checkpoints import CONFIG_KEY, read_checkpoint
 from rnnlab.codecs.base import Codec
 from rnnlab.data.vocab import Vocab
 from rnnlab.errors import require
+from rnnlab.models.language_model import RNNLanguageModel
 from rnnlab.models.rnn import EmbeddedRNN, cell_kind
 
 log = logging.getLogger(__name__)
@@ -151,7 +152,7 @@ def _copy_output_rows(net: nn.Module, weights: dict[str, Tensor], rows: dict[int
     """A language model's vocabulary layer `out` (V, H) gets the LM's rows of the words both
     know (its weight only when not tied to the embedding, which is copied already); -> whether
     it had one to fill."""
-    out = getattr(net, "out", None)
+    out = net.output_layer if isinstance(net, RNNLanguageModel) else None
     if not isinstance(out, nn.Linear) or "out.bias" not in weights or not rows:
         return False
     if weights.get("out.weight", weights["embedding.weight"]).shape[1] != out.in_features:

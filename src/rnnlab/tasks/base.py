@@ -18,7 +18,12 @@ from rnnlab.checkpoints import CODEC_KEY
 from rnnlab.codecs.base import Codec
 from rnnlab.errors import require
 from rnnlab.models.decoding import DecodingOptions
-from rnnlab.tasks.fine_tuning import apply_freezing, layer_groups, scale_group_lrs
+from rnnlab.tasks.fine_tuning import (
+    SlantedTriangular,
+    apply_freezing,
+    layer_groups,
+    scale_group_lrs,
+)
 
 STAGES = ("val", "test")
 
@@ -121,7 +126,7 @@ class TaskModule(pl.LightningModule):
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer)
-        if getattr(scheduler, "interval", "epoch") == "step":  # SlantedTriangular
+        if isinstance(scheduler, SlantedTriangular):  # stepped per optimizer step
             if scheduler.total_steps is None:
                 steps = self.trainer.estimated_stepping_batches
                 require(

@@ -81,8 +81,6 @@ class SlantedTriangular(torch.optim.lr_scheduler.LRScheduler):
     param group (so discriminative lrs keep their proportions). `total_steps` None: the task
     sets it to the run's steps (`trainer.estimated_stepping_batches`) before training."""
 
-    interval = "step"  # how the task hands it to Lightning
-
     def __init__(
         self,
         optimizer: torch.optim.Optimizer,
