@@ -14,6 +14,7 @@ Goals (#18): streaming peak RSS at 3M pairs <= 1.2x its RSS at 0.3M; streaming t
 
     OMP_NUM_THREADS=1 python benchmarks/streaming_memory.py [--sizes 300000 3000000]
         [--steps 300] [--dir /tmp/rnnlab-streaming] [--workers 2] [--model-size small]
+        [--loader-workers 0]
 """
 
 from __future__ import annotations
@@ -107,14 +108,16 @@ class Throughput(pl.Callback):
         self.seconds = time.perf_counter() - self.start
 
 
-def train(corpus: list[str], data_dir: str, mode: str, steps: int, model_size: str) -> dict:
+def train(
+    corpus: list[str], data_dir: str, mode: str, steps: int, model_size: str, loader_workers: int
+) -> dict:
     torch.set_num_threads(1)
     overrides = [
         *QUIET,
         *NO_CHECKPOINTS,
         *data_overrides(corpus, data_dir, mode == "streaming", 0),
         f"size={model_size}",
-        "data.num_workers=1",
+        f"data.num_workers={loader_workers}",
         f"+trainer.max_steps={steps}",
         "trainer.max_epochs=1000",
         "+trainer.limit_val_batches=0",
@@ -143,6 +146,7 @@ def main() -> None:
     parser.add_argument("--dir", default="/tmp/rnnlab-streaming")
     parser.add_argument("--workers", type=int, default=2, help="shard-building processes")
     parser.add_argument("--model-size", default="small")
+    parser.add_argument("--loader-workers", type=int, default=0, help="data.num_workers")
     parser.add_argument("--modes", nargs="+", default=["build", "in-memory", "streaming"])
     parser.add_argument("--worker", nargs=3, metavar=("MODE", "PAIRS", "ARGS"))
     args = parser.parse_args()
@@ -153,7 +157,10 @@ def main() -> None:
         if mode == "build":
             print(json.dumps(build(corpus, str(root / "data"), args.workers)))
         else:
-            print(json.dumps(train(corpus, str(root / "data"), mode, args.steps, args.model_size)))
+            run = train(
+                corpus, str(root / "data"), mode, args.steps, args.model_size, args.loader_workers
+            )
+            print(json.dumps(run))
         return
     results: dict[int, dict[str, dict]] = {}
     for pairs in args.sizes:
@@ -165,7 +172,7 @@ def main() -> None:
         results[pairs] = {}
         for mode in args.modes:
             extra = [f"--dir={args.dir}", f"--steps={args.steps}", f"--workers={args.workers}",
-                     f"--model-size={args.model_size}"]  # fmt: skip
+                     f"--model-size={args.model_size}", f"--loader-workers={args.loader_workers}"]  # fmt: skip
             run = in_fresh_process(__file__, mode, str(pairs), "-", *extra)
             results[pairs][mode] = run
             line = f"  {mode:9s} peak RSS {run['peak_rss_mb']:7.0f} MB"

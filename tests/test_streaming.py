@@ -237,11 +237,13 @@ class Record(pl.Callback):
 
 
 @pytest.mark.slow
-def test_ddp_two_ranks_by_two_workers_train_on_every_pair_once_per_epoch(corpus, tmp_path):
+def test_ddp_two_ranks_by_two_workers_train_on_every_pair_once_per_epoch(tmp_path):
+    corpus = made_up_corpus(tmp_path / "c.tsv", 600)
     (tmp_path / "recorder.py").write_text(RECORDER)
     record = tmp_path / "seen"
     args = [*translate(corpus), *STREAMING, *QUIET, "accelerator=ddp_cpu",
             f"data.data_dir={tmp_path}/data", "trainer.max_epochs=1", "logger=none",
+            "trainer.num_sanity_val_steps=0",
             "+callbacks.record._target_=recorder.Record", f"+callbacks.record.path={record}",
             f"hydra.run.dir={tmp_path}/run"]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore",

@@ -49,7 +49,7 @@ from rnnlab.data.shards import ShardReader, build_lock, content_hash, require_st
 from rnnlab.data.splits import check_fractions, stream_split
 from rnnlab.data.streaming import (
     BatchPlan,
-    ShardEvalSet,
+    ShardDataset,
     StreamingLoader,
     StreamingTrainSet,
     distributed_rank,
@@ -399,7 +399,7 @@ class BookData(TaskDataModule):
             self.codec = self.codec_class.from_state(meta["codec"])
         for split in ("train", "val", "test"):
             reader = ShardReader(directory / split)
-            setattr(self, f"{split}_set", ShardEvalSet(reader, WindowCollate()))
+            setattr(self, f"{split}_set", ShardDataset(reader, WindowCollate()))
             self.streams[split] = torch.tensor(meta["samples"][split], dtype=torch.int32)
         log.info(
             "%s tokens (streamed from %s), vocabulary %d, windows of %d: train %d, val %d, test %d",

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import logging
 import multiprocessing
 import os
@@ -32,9 +33,24 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from torch.utils.data import DataLoader
 
-from rnnlab.data.shards import ShardReader, ShardWriter, hash_split, write_json
-from rnnlab.data.streaming import pad_rows
+from rnnlab.data.shards import (
+    ShardReader,
+    ShardWriter,
+    build_lock,
+    content_hash,
+    hash_split,
+    write_json,
+)
+from rnnlab.data.streaming import (
+    BatchPlan,
+    ShardDataset,
+    StreamingLoader,
+    StreamingTrainSet,
+    distributed_rank,
+    pad_rows,
+)
 from rnnlab.data.text import Tokenizer
 from rnnlab.data.truecase import count_spellings
 from rnnlab.errors import DataError
@@ -47,6 +63,7 @@ log = logging.getLogger(__name__)
 
 PART = 2048  # raw pairs per worker task
 SAMPLES = 32  # training sentences kept for the samples callback
+SPLITS = ("train", "val", "test")
 
 
 def split_pair(module: TranslationData, source: str, target: str):
@@ -284,3 +301,118 @@ class PairCollate:
                 ]
                 batch["src_words"] = pad_rows([np.asarray(w) for w in words])[0]
         return batch
+
+
+class StreamedPairs:
+    """What `TranslationData` (and so `ChatData`) does with `data.streaming=true`: find or build
+    the shards, open them as the three splits, serve training batches from the batch plan."""
+
+    def shard_settings(self) -> dict:
+        """Everything the shards' contents depend on besides the corpus files (the cache key)."""
+        return {
+            "task": type(self).__name__,
+            "corpus": self.corpus,
+            "languages": [self.source_lang, self.target_lang],
+            "columns": [self.source_column, self.target_column],
+            "max_pairs": self.max_pairs,
+            "tokenization": self.tokenizer.state_dict(),
+            "filters": {
+                key: value
+                for key, value in vars(self).items()
+                if key.startswith(("max_length", "max_question", "min_answer", "max_answer"))
+            },
+            "vocabulary": [
+                self.tokenizer_kind,
+                self.src_vocab_size,
+                self.tgt_vocab_size,
+                self.min_count,
+                self.vocab_pairs,
+            ],
+            "split": [self.val_fraction, self.test_fraction, self.seed],
+            "truecase": self.truecase,
+            "unk_replace": self.unk_replace,
+            "format": getattr(self, "format", None),
+        }
+
+    def shards(self) -> Path:
+        """The directory of this corpus's shards, built on first use (`data_dir/shards/<hash>`:
+        the content hash of the corpus files and `shard_settings`, and of a given codec's
+        vocabularies unless the cached shards were built with the same ones)."""
+        if self._shard_dir is not None:
+            return self._shard_dir
+        files = self._files()
+        directory = self.data_dir / "shards" / content_hash(files, self.shard_settings())
+        if self.codec is not None and not self._same_vocabularies(directory):
+            vocabularies = {k: v for k, v in self.codec.state_dict().items() if "vocab" in k}
+            settings = {**self.shard_settings(), "codec": vocabularies}
+            directory = self.data_dir / "shards" / content_hash(files, settings)
+        with build_lock(directory):
+            if not (directory / "meta.json").is_file():
+                log.info("building shards of %s into %s", [str(f) for f in files], directory)
+                build_pair_shards(self, directory, workers=self.shard_workers)
+        self._shard_dir = directory
+        return directory
+
+    def _same_vocabularies(self, directory: Path) -> bool:
+        if not (directory / "meta.json").is_file():
+            return False
+        stored = json.loads((directory / "meta.json").read_text(encoding="utf-8"))["codec"]
+        given = self.codec.state_dict()
+        return all(stored.get(k) == v for k, v in given.items() if "vocab" in k)
+
+    def _open_shards(self) -> None:
+        """The splits from the shards (built if missing); the codec from them unless given."""
+        directory = self.shards()
+        meta = json.loads((directory / "meta.json").read_text(encoding="utf-8"))
+        self.stats = meta["stats"]
+        if self.codec is None:
+            self.codec = self.codec_class.from_state(meta["codec"])
+        readers = {split: ShardReader(directory / split) for split in SPLITS}
+        self.train_set = ShardDataset(readers["train"], PairCollate(self.codec))
+        self.val_set = ShardDataset(readers["val"], PairCollate(self.codec, evaluation=True))
+        self.test_set = ShardDataset(readers["test"], PairCollate(self.codec, evaluation=True))
+        self.examples["train"] = [(text, [target]) for text, target in meta["samples"]]
+        for split in ("val", "test"):
+            reader = readers[split]
+            metas = [reader.example(i)[1] for i in range(min(len(reader), 32))]
+            self.examples[split] = [(meta[0], meta[2]) for meta in metas]
+        log.info(
+            "translation pairs (streamed from %s): %s; train %d, val %d, test %d; vocab %d -> %d",
+            directory,
+            self.stats,
+            len(self.train_set),
+            len(self.val_set),
+            len(self.test_set),
+            len(self.codec.src_vocab),
+            len(self.codec.tgt_vocab),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        if not self.streaming:
+            return super().train_dataloader()
+        rank, world = distributed_rank()
+        reader = self.train_set.reader
+        window = (self.bucket_batches or 50) * self.batch_size
+        plan = BatchPlan(
+            reader,
+            batch_size=self.batch_size,
+            max_tokens=self.max_tokens,
+            window_blocks=max(1, -(-window // reader.block_size)),
+            seed=self.seed,
+            world_size=world,
+        )
+        return StreamingLoader(
+            StreamingTrainSet(plan, self.train_set.collate),
+            epoch_of=lambda: self.trainer.current_epoch if self.trainer is not None else 0,
+            rank_of=lambda: distributed_rank()[0],
+            **self.loader_options(),
+        )
+
+    def _loader(self, dataset, *, train: bool) -> DataLoader:
+        if not isinstance(dataset, ShardDataset):
+            return super()._loader(dataset, train=train)
+        # In this process: `src_words` names unknown words with this process's codec.
+        options = {**self.loader_options(), "num_workers": 0, "persistent_workers": False}
+        return DataLoader(
+            dataset, batch_sampler=self.batch_sampler(dataset, train=False), **options
+        )

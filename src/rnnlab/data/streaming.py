@@ -241,7 +241,7 @@ class StreamingLoader(DataLoader):
             self._resume = {"epoch": int(state["epoch"]), "batches": int(state["batches"])}
 
 
-class ShardEvalSet(Dataset):
+class ShardDataset(Dataset):
     """An evaluation split read from shards by index (`__getitems__`, whole batches), with
     lengths for the length-sorted evaluation batches."""
 
