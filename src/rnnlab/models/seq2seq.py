@@ -9,6 +9,8 @@ With `attention=bahdanau` the repeat decoder attends from each of its outputs in
 the autoregressive one attends from its previous state before each step (Bahdanau et al., 2015).
 Both end in the vocabulary layer of `model.output_layer` (`rnnlab.models.output_layer`): the
 decoders compute the features it reads, and training hands those to its `loss`.
+With `reply_lm_size`, an unconditional language model over the replies (`reply_lm`) is trained
+beside the model, on its own loss term, for `decoding.rerank=mmi` (`rnnlab.models.decoding`).
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from torch import Tensor, nn
 
 from rnnlab.errors import require, require_one_of, require_positive
 from rnnlab.models.attention import BahdanauAttention
-from rnnlab.models.decoding import DecodingOptions, decode, mask_after_eos
-from rnnlab.models.output_layer import OutputLayer, make_output_layer
+from rnnlab.models.decoding import CandidateScorer, DecodingOptions, decode, mask_after_eos
+from rnnlab.models.language_model import RNNLanguageModel
+from rnnlab.models.output_layer import OutputLayer, make_output_layer, target_log_probs
 from rnnlab.models.rnn import State, cell_kind, last_layer_summary, make_rnn, map_state, run_rnn
 
 DECODERS = ("repeat", "autoregressive")
@@ -274,7 +277,11 @@ def _check_settings(
 class Seq2Seq(nn.Module):
     """Encoder RNN (optionally bidirectional) + a `repeat` or `autoregressive` decoder ending in
     a `full`, `sampled` or `adaptive` vocabulary layer (`output_layer`; `num_sampled`,
-    `adaptive_cutoffs`: see `rnnlab.models.output_layer`)."""
+    `adaptive_cutoffs`: see `rnnlab.models.output_layer`).
+
+    `reply_lm_size`: the width of `reply_lm`, a one-layer language model over the target
+    vocabulary (embedding tied to its output layer) that never sees the input: p(reply) for
+    MMI re-ranking. None (the default, and every checkpoint from before it): no such model."""
 
     def __init__(
         self,
@@ -301,10 +308,16 @@ class Seq2Seq(nn.Module):
         output_layer: str = "full",
         num_sampled: int = 512,
         adaptive_cutoffs: Sequence[int] | None = None,
+        reply_lm_size: int | None = None,
     ):
         super().__init__()
         _check_settings(
             decoder, attention, embedding_dim, max_target_len, teacher_forcing, readout_size
+        )
+        require(
+            reply_lm_size is None or (reply_lm_size > 0 and decoder == "autoregressive"),
+            "model.reply_lm_size",
+            f"must be null or a positive integer with decoder=autoregressive, got {reply_lm_size}",
         )
         require(
             not share_embeddings or src_vocab_size == tgt_vocab_size,
@@ -335,6 +348,7 @@ class Seq2Seq(nn.Module):
             self.decoder: nn.Module = RepeatDecoder(
                 encoder_size, encoder_size, tgt_vocab_size, **decoding
             )
+            self.reply_lm = None
             return
         # A bidirectional encoder's two final states become the decoder's initial state.
         self.bridge = nn.Linear(encoder_size, hidden_size) if bidirectional else None
@@ -345,6 +359,19 @@ class Seq2Seq(nn.Module):
         )
         self.decoder = AutoregressiveDecoder(
             tgt_embedding, encoder_size, readout_size=readout_size, **decoding
+        )
+        # Last, so the model above starts from the same random draws with or without it.
+        self.reply_lm = (
+            RNNLanguageModel(
+                tgt_vocab_size,
+                embedding_dim=reply_lm_size,
+                hidden_size=reply_lm_size,
+                cell=cell,
+                dropout=dropout,
+                tie_weights=True,
+            )
+            if reply_lm_size
+            else None
         )
 
     @property
@@ -399,6 +426,43 @@ class Seq2Seq(nn.Module):
         features, weights = self.features(src_tokens, src_lengths, tgt_inputs)
         return self.output_layer.logits(features), weights
 
+    def reply_lm_loss(self, tgt_tokens: Tensor) -> Tensor:
+        """The reply language model's training loss: mean next-token cross-entropy over
+        tgt_tokens (B, T) (<sos> ... <eos> <pad>...), <pad> left out."""
+        features, _ = self.reply_lm.features(tgt_tokens[:, :-1])
+        return self.reply_lm.output_layer.loss(
+            features, tgt_tokens[:, 1:], ignore_index=self.pad_id
+        )
+
+    def _reply_log_probs(
+        self, state: DecoderState, replies: Tensor
+    ) -> tuple[Tensor, Tensor | None]:
+        """Per-token log p(reply | input) (teacher-forced from the decoder's initial `state`)
+        and log p(reply) under `reply_lm` (None without one): replies (B, T) ending in <eos>
+        then <pad> -> (B, T) each, 0 at <pad>."""
+        inputs = torch.cat([replies.new_full((len(replies), 1), self.sos_id), replies[:, :-1]], 1)
+        features, _ = self.decoder(inputs, state)
+        forward = target_log_probs(self.output_layer, features, replies, self.pad_id)
+        if self.reply_lm is None:
+            return forward, None
+        lm_features, _ = self.reply_lm.features(inputs)
+        prior = target_log_probs(self.reply_lm.output_layer, lm_features, replies, self.pad_id)
+        return forward, prior
+
+    @torch.no_grad()
+    def score_replies(
+        self, src_tokens: Tensor, src_lengths: Tensor, replies: Tensor
+    ) -> tuple[Tensor, Tensor | None]:
+        """Per-token log p(reply | input) and log p(reply) under the reply LM (None without
+        one), as MMI re-ranking scores candidates: src_tokens (B, S), src_lengths (B,), replies
+        (B, T) ending in <eos> then <pad> -> (B, T) each, 0 at <pad>."""
+        return self._reply_log_probs(self._initial_state(src_tokens, src_lengths), replies)
+
+    def _candidate_scorer(self, state: DecoderState) -> CandidateScorer:
+        """`score` for `decode`: candidates of the inputs whose initial decoder state is
+        `state`."""
+        return lambda rows, replies: self._reply_log_probs(state.index_select(rows), replies)
+
     def check_decoding(self, options: DecodingOptions) -> None:
         """ConfigError if this model cannot decode as `options` say."""
         searching = options.beam_size > 1 or options.sample or options.constrained
@@ -412,6 +476,13 @@ class Seq2Seq(nn.Module):
             "decoding.suppress_unk",
             "the model has no <unk> token",
         )
+        require(
+            options.rerank != "mmi" or self.reply_lm is not None,
+            "decoding.rerank",
+            "mmi needs the reply language model trained with the chat model, and this model "
+            "has none (a checkpoint from before MMI, or model.reply_lm_size=null): retrain with "
+            "model.reply_lm_size=128, or use rerank=none",
+        )
 
     @torch.no_grad()
     def generate(
@@ -423,16 +494,17 @@ class Seq2Seq(nn.Module):
         generator: torch.Generator | None = None,
     ) -> dict[str, Tensor]:
         """src_tokens (B, S), src_lengths (B,) -> `tokens` (B, T) ending in <eos> then <pad>,
-        and `attention` (B, T, S) if the decoder attends: greedy, a sample or the best of a
-        batched beam search, as `options` say (default greedy; at most `max_new_tokens`, else
-        the longest training target + 2)."""
+        and `attention` (B, T, S) if the decoder attends (not when re-ranking): greedy, a
+        sample, the best of a batched beam search or of MMI re-ranked candidates, as `options`
+        say (default greedy; at most `max_new_tokens`, else the longest training target + 2)."""
         options = options or DecodingOptions()
         self.check_decoding(options)
         max_len = options.max_new_tokens or self.max_target_len
         if self.autoregressive:
+            state = self._initial_state(src_tokens, src_lengths)
             tokens, weights = decode(
                 self.decoder.step,
-                self._initial_state(src_tokens, src_lengths),
+                state,
                 options,
                 start_tokens=src_tokens.new_full((len(src_tokens),), self.sos_id),
                 max_len=max_len,
@@ -440,6 +512,7 @@ class Seq2Seq(nn.Module):
                 pad_id=self.pad_id,
                 unk_id=self.unk_id,
                 generator=generator,
+                score=self._candidate_scorer(state) if self.reply_lm is not None else None,
             )
         else:
             logits, weights = self(
