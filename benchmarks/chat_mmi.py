@@ -35,7 +35,8 @@ ROWS = {
     "beam 10": "sample=false,beam_size=10,rerank=none",
     "mmi, beam 10": "sample=false,beam_size=10,rerank=mmi,num_candidates=10",
     "sample top-k [3,2]": "sample=true,beam_size=1,rerank=none,seed=0",
-    "mmi, 10 samples": "sample=true,beam_size=1,rerank=mmi,num_candidates=10,seed=0",
+    "sample top-k 10": "sample=true,top_k=10,rerank=none,seed=0",
+    "mmi, 10 samples top-k 10": "sample=true,top_k=10,rerank=mmi,num_candidates=10,seed=0",
 }
 
 
@@ -96,6 +97,7 @@ def main() -> None:
     parser.add_argument("--row", action="append", default=[], help="name=opt=v,opt=v (repeat)")
     parser.add_argument("--only", action="store_true", help="only the --row rows")
     parser.add_argument("--replies", type=int, default=5, help="replies per book prompt")
+    parser.add_argument("--samples-only", action="store_true", help="only the prompts' replies")
     parser.add_argument("overrides", nargs="*", help="training overrides (with --train)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -110,21 +112,24 @@ def main() -> None:
     datamodule.prepare_data()
     datamodule.setup("test")
     defaults = module.decoding
-    formats = {"distinct-1": ".4f", "distinct-2": ".4f", "BLEU": ".2f", "forward ppl": ".1f"}
+    formats = {"distinct-1": ".4f", "distinct-2": ".4f", "BLEU": ".3f", "forward ppl": ".1f"}
     print(f"{ckpt}: {len(datamodule.test_set)} test tweets")
-    print("| decoding | distinct-1 | distinct-2 | BLEU | forward ppl | seconds |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    if not args.samples_only:
+        print("| decoding | distinct-1 | distinct-2 | BLEU | forward ppl | seconds |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: |")
     samples = {}
     for name, spec in rows.items():
         module.decoding = defaults
         module.configure_decoding(**parse_options(spec))
+        count = args.replies if module.decoding.sample else 1
+        samples[name] = [predict_texts(module, codec, [prompt] * count) for prompt in BOOK_PROMPTS]
+        if args.samples_only:
+            continue
         start = time.perf_counter()
         figures = score_test_split(module, datamodule.test_dataloader())
         seconds = time.perf_counter() - start
         values = " | ".join(format(figures[key], fmt) for key, fmt in formats.items())
         print(f"| {name} | {values} | {seconds:.0f} |", flush=True)
-        count = args.replies if module.decoding.sample else 1
-        samples[name] = [predict_texts(module, codec, [prompt] * count) for prompt in BOOK_PROMPTS]
     for index, prompt in enumerate(BOOK_PROMPTS):
         print(f"\n> {prompt}")
         for name, replies in samples.items():

@@ -239,8 +239,9 @@ def test_mmi_picks_the_reply_the_language_model_finds_less_generic():
     beam = DecodingOptions(beam_size=2)
     plain, _ = decode(table_step(forward[None]), state, beam, **SPECIALS, **common)
     assert plain[0].tolist() == [4, EOS]  # log 0.6 > log 0.4
-    for mmi_lambda, expected in ((0.0, [4, EOS]), (0.3, [4, EOS]), (1.0, [5, EOS])):
-        # lambda 1: log 0.4 - log 0.1 = 1.39 beats log 0.6 - log 0.9 = -0.41; at 0.3 it does not
+    for mmi_lambda, expected in ((0.0, [4, EOS]), (0.1, [4, EOS]), (1.0, [5, EOS])):
+        # lambda 1: log 0.4 - log 0.1 = 1.39 beats log 0.6 - log 0.9 = -0.41; the choice flips
+        # at lambda = log(0.6 / 0.4) / log(0.9 / 0.1) = 0.18
         options = beam.replace(rerank="mmi", num_candidates=2, mmi_lambda=mmi_lambda)
         tokens, attention = decode(
             table_step(forward[None]), state, options, score=score, **SPECIALS, **common
@@ -259,6 +260,7 @@ def test_mmi_with_lambda_zero_keeps_the_n_best_order_of_the_beam():
     torch.manual_seed(0)
     tables = torch.randn(4, 9, 9).mul(2)
     tables[:, :, EOS] += torch.linspace(-1, 1, 4)[:, None]
+    tables[:, :, [PAD, SOS]] = float("-inf")  # never output: <pad> is what follows the end
     tables = tables.log_softmax(-1)
     state, common = Rows(torch.arange(4)), dict(start_tokens=starts(4), max_len=6, **SPECIALS)
     n_best, _ = beam_search(table_step(tables), state, beam_size=5, num_best=5, **common)

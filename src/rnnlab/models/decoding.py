@@ -438,7 +438,7 @@ class _Beams:
         """(sentence, its n best hypotheses as (tokens, attention weights), best first) for
         each live sentence `which` (B_live,) marks."""
         ranked = self.normalised(self.scores, self.lengths).view(-1, self.size)
-        order = ranked.sort(1, descending=True, stable=True).indices[:, :n]
+        order = ranked.sort(dim=1, descending=True, stable=True).indices[:, :n]
         for position in which.nonzero().flatten().tolist():
             rows = (position * self.size + order[position]).tolist()
             yield (
