@@ -1,7 +1,9 @@
-"""Chatbot task: both Twitter formats, cleaning, the split, sampling, replies and a learning test."""
+"""Chatbot task: both Twitter formats, cleaning, the split, sampling, replies, MMI re-ranking with
+the reply language model, and a learning test."""
 
 from __future__ import annotations
 
+import csv
 import gzip
 import io
 import logging
@@ -17,6 +19,8 @@ from rnnlab.data.chat import BOOK_PROMPTS, REPLIES_PER_PROMPT, ChatData, detect_
 from rnnlab.errors import ConfigError, DataError
 from rnnlab.inference import load_checkpoint, predict_texts
 from rnnlab.metrics import DistinctN
+from rnnlab.models.decoding import DecodingOptions
+from rnnlab.models.seq2seq import Seq2Seq
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -244,3 +248,134 @@ def test_short_real_run_learns_and_samples_replies_to_the_book_prompts(tmp_path)
     assert "<unk>" not in " ".join(replies) and len(set(replies)) > 1  # sampled, not fixed
     _, _, restored = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
     assert restored.decoding.top_k == (3, 2) and restored.decoding.sample
+
+
+# MMI re-ranking with the reply language model ------------------------------------------------------
+def said_pairs(count: int, seed: int = 0) -> list[tuple[str, str]]:
+    """Tweets of 3-5 made-up words, replies "you said <first> <last>": an opening a language
+    model learns without the tweet, and words it cannot guess."""
+    rng = random.Random(seed)
+    words = [c + v for c in "kmstz" for v in "aeiou"][:24]
+    tweets = [[rng.choice(words) for _ in range(rng.randint(3, 5))] for _ in range(count)]
+    return [(" ".join(tweet), f"you said {tweet[0]} {tweet[-1]}") for tweet in tweets]
+
+
+@pytest.fixture(scope="module")
+def mmi_run(tmp_path_factory):
+    """A tiny bot and its reply LM, 4 epochs on 600 dialogues (seconds), tested with MMI."""
+    root = tmp_path_factory.mktemp("mmi")
+    corpus = conversations(root / "said.txt", [list(pair) for pair in said_pairs(600)])
+    metrics, _ = train_run(
+        root / "run",
+        "task=chat",
+        "size=tiny",
+        f"data.path={corpus}",
+        "model.reply_lm_size=16",
+        "data.batch_size=32",
+        "optimizer.lr=1e-2",
+        "trainer.max_epochs=4",
+        "decoding.no_repeat=false",
+        "decoding.rerank=mmi",
+        "decoding.num_candidates=4",
+        "callbacks.samples=null",
+        "logger=csv",
+        *QUIET_RUN,
+    )
+    return metrics, root / "run"
+
+
+def test_the_reply_lm_learns_beside_the_bot_and_the_test_stage_reranks(mmi_run):
+    metrics, run = mmi_run
+    with open(run / "csv" / "metrics.csv", newline="") as file:
+        lm_losses = [
+            float(row["val/reply_lm_loss"])
+            for row in csv.DictReader(file)
+            if row.get("val/reply_lm_loss")
+        ]
+    assert len(lm_losses) == 4, lm_losses
+    # From about ln(V) = 3.4 towards the entropy of "you said <word> <word>" (~1.3 per token).
+    assert lm_losses[-1] < 2.0 and lm_losses[-1] < lm_losses[0], lm_losses
+    # The test stage decoded with MMI (the run's decoding) and reports diversity and BLEU.
+    assert {"test/distinct_1", "test/distinct_2", "test/bleu"} <= set(metrics), metrics
+    assert 0 < metrics["test/distinct_1"] <= 1 and metrics["test/bleu"] >= 0
+
+
+def test_mmi_checkpoints_round_trip_and_older_ones_refuse_mmi_in_one_line(
+    mmi_run, tmp_path, capsys
+):
+    _, run = mmi_run
+    ckpt = run / "checkpoints" / "last.ckpt"
+    stored = torch.load(ckpt, weights_only=True)
+    _, _, module = load_checkpoint(ckpt)
+    lm_keys = [key for key in stored["state_dict"] if key.startswith("net.reply_lm.")]
+    assert lm_keys and module.decoding.rerank == "mmi"
+    for key in lm_keys:
+        assert torch.equal(module.state_dict()[key], stored["state_dict"][key]), key
+    for options in (
+        ["seed=1"],
+        ["sample=false", "beam_size=4"],
+        ["num_candidates=2", "mmi_lambda=0"],
+    ):
+        assert predict.main([f"ckpt_path={ckpt}", "text=ka ke ki", *options]) == 0, options
+        assert capsys.readouterr().out.startswith("you said")
+    assert predict.main([f"ckpt_path={ckpt}", "text=ka", "rerank=maybe"]) == 2
+    assert capsys.readouterr().err.startswith("error: decoding.rerank: must be one of none|mmi")
+    assert predict.main([f"ckpt_path={ckpt}", "text=ka", "sample=false", "beam_size=2"]) == 2
+    assert "set beam_size >= 4" in capsys.readouterr().err
+
+    # A checkpoint from before MMI: no reply LM in its config or weights, no rerank option.
+    config = stored["rnnlab_config"]
+    config["model"].pop("reply_lm_size")
+    for decoding in (config["decoding"], config["module"]["decoding"]):
+        for key in ("rerank", "num_candidates", "mmi_lambda", "mmi_first_tokens"):
+            decoding.pop(key)
+    stored["state_dict"] = {k: v for k, v in stored["state_dict"].items() if k not in lm_keys}
+    old = tmp_path / "old.ckpt"
+    torch.save(stored, old)
+    assert predict.main([f"ckpt_path={old}", "text=ka ke ki", "seed=1"]) == 0
+    assert capsys.readouterr().out.strip()
+    assert predict.main([f"ckpt_path={old}", "text=ka ke ki", "rerank=mmi"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        err.startswith("error: decoding.rerank: mmi needs the reply language model")
+        and "\n" not in err
+    )
+
+
+def test_mmi_chooses_replies_the_reply_lm_finds_less_likely():
+    """Same candidates (one beam), lambda 0 vs 2: the first choice maximises log p(reply|tweet)
+    per token, so the second, which also weighs the LM, can only have a lower LM log p."""
+    torch.manual_seed(0)
+    net = Seq2Seq(
+        24, 24, pad_id=0, sos_id=2, eos_id=3, unk_id=1, max_target_len=8, embedding_dim=8,
+        hidden_size=16, share_embeddings=True, reply_lm_size=8,
+    ).eval()  # fmt: skip
+    src_tokens, src_lengths = torch.randint(4, 24, (16, 5)), torch.full((16,), 5)
+    beam = DecodingOptions(sample=False, beam_size=6, rerank="mmi", num_candidates=6)
+    per_token = {}
+    for mmi_lambda in (0.0, 2.0):
+        options = beam.replace(mmi_lambda=mmi_lambda)
+        replies = net.generate(src_tokens, src_lengths, options)["tokens"]
+        forward, prior = net.score_replies(src_tokens, src_lengths, replies)
+        lengths = (replies != 0).sum(1)
+        per_token[mmi_lambda] = (forward.sum(1) / lengths, prior.sum(1) / lengths)
+    assert (per_token[0.0][0] >= per_token[2.0][0] - 1e-5).all()
+    assert (per_token[2.0][1] <= per_token[0.0][1] + 1e-5).all()
+    assert (per_token[2.0][1] < per_token[0.0][1] - 1e-3).any()  # and it does change choices
+
+
+def test_the_reply_lm_is_its_own_model_and_mmi_needs_it():
+    with pytest.raises(ConfigError, match="model.reply_lm_size"):
+        Seq2Seq(
+            9, 9, pad_id=0, sos_id=2, eos_id=3, max_target_len=4, decoder="repeat", reply_lm_size=8
+        )
+    net = Seq2Seq(9, 9, pad_id=0, sos_id=2, eos_id=3, max_target_len=4, reply_lm_size=8)
+    tgt_tokens = torch.tensor([[2, 4, 5, 3, 0], [2, 6, 3, 0, 0]])
+    net.reply_lm_loss(tgt_tokens).backward()  # its loss reaches its own weights only
+    assert all(
+        (param.grad is not None) == name.startswith("reply_lm.")
+        for name, param in net.named_parameters()
+    )
+    without = Seq2Seq(9, 9, pad_id=0, sos_id=2, eos_id=3, max_target_len=4)
+    with pytest.raises(ConfigError, match="decoding.rerank: mmi needs the reply language model"):
+        without.check_decoding(DecodingOptions(sample=True, rerank="mmi"))

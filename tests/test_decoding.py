@@ -1,5 +1,5 @@
-"""The decoding layer on toy step functions: greedy, beam search, sampling, constraints, and
-the one set of options (`DecodingOptions`) that picks among them.
+"""The decoding layer on toy step functions: greedy, beam search, sampling, constraints, MMI
+re-ranking, and the one set of options (`DecodingOptions`) that picks among them.
 
 A step function maps the previous tokens (B,) and a state to next-token logits (B, V); here the
 logits come from fixed tables, so every expected output can be worked out by hand. Specials:
@@ -22,6 +22,7 @@ from rnnlab.models.decoding import (
     greedy_decode,
     iter_sample,
     mask_after_eos,
+    mmi_scores,
     sample_decode,
 )
 
@@ -205,6 +206,91 @@ def test_constrained_decoding_never_outputs_unk_repeats_or_an_early_eos():
     assert short[0].tolist() == [EOS] and longer[0].tolist() == [7, 7, EOS]
 
 
+# MMI re-ranking --------------------------------------------------------------------------------
+def table_scorer(forward: torch.Tensor, prior: torch.Tensor):
+    """A `CandidateScorer` reading log-probs off tables: forward (B, V, V) per input, as
+    `table_step` reads them, and prior (V, V), the same for every input (an LM)."""
+
+    def score(rows, tokens):
+        prev = torch.cat([torch.full((len(tokens), 1), SOS), tokens[:, :-1]], 1)
+        pad = tokens == PAD
+        on_path = forward[rows[:, None], prev, tokens].masked_fill(pad, 0.0)
+        return on_path, prior[prev, tokens].masked_fill(pad, 0.0)
+
+    return score
+
+
+def generic_or_specific() -> tuple[torch.Tensor, torch.Tensor]:
+    """After <sos> the model says 4 (p=0.6, the generic reply) or 5 (0.4), then <eos>; the LM
+    finds 4 nine times likelier than 5 (0.9 vs 0.1) whatever the input."""
+    table = torch.full((8, 8), 1e-4)
+    table[SOS, 4], table[SOS, 5] = 0.6, 0.4
+    table[4, EOS] = table[5, EOS] = table[EOS, PAD] = table[PAD, PAD] = 1.0
+    prior = table.clone()
+    prior[SOS, 4], prior[SOS, 5] = 0.9, 0.1
+    normalise = lambda t: (t / t.sum(-1, keepdim=True)).log()  # noqa: E731
+    return normalise(table), normalise(prior)
+
+
+def test_mmi_picks_the_reply_the_language_model_finds_less_generic():
+    forward, prior = generic_or_specific()
+    state, common = Rows(torch.zeros(1, dtype=torch.long)), dict(start_tokens=starts(), max_len=5)
+    score = table_scorer(forward[None], prior)
+    beam = DecodingOptions(beam_size=2)
+    plain, _ = decode(table_step(forward[None]), state, beam, **SPECIALS, **common)
+    assert plain[0].tolist() == [4, EOS]  # log 0.6 > log 0.4
+    for mmi_lambda, expected in ((0.0, [4, EOS]), (0.1, [4, EOS]), (1.0, [5, EOS])):
+        # lambda 1: log 0.4 - log 0.1 = 1.39 beats log 0.6 - log 0.9 = -0.41; the choice flips
+        # at lambda = log(0.6 / 0.4) / log(0.9 / 0.1) = 0.18
+        options = beam.replace(rerank="mmi", num_candidates=2, mmi_lambda=mmi_lambda)
+        tokens, attention = decode(
+            table_step(forward[None]), state, options, score=score, **SPECIALS, **common
+        )
+        assert tokens[0].tolist() == expected and attention is None, mmi_lambda
+    # Sampled candidates too: 8 draws all but surely hold both replies.
+    draws = DecodingOptions(sample=True, seed=0, rerank="mmi", num_candidates=8, mmi_lambda=1.0)
+    tokens, _ = decode(
+        table_step(forward[None]), state, draws, score=score, generator=draws.generator(),
+        **SPECIALS, **common,
+    )  # fmt: skip
+    assert tokens[0].tolist() == [5, EOS]
+
+
+def test_mmi_with_lambda_zero_keeps_the_n_best_order_of_the_beam():
+    torch.manual_seed(0)
+    tables = torch.randn(4, 9, 9).mul(2)
+    tables[:, :, EOS] += torch.linspace(-1, 1, 4)[:, None]
+    tables[:, :, [PAD, SOS]] = float("-inf")  # never output: <pad> is what follows the end
+    tables = tables.log_softmax(-1)
+    state, common = Rows(torch.arange(4)), dict(start_tokens=starts(4), max_len=6, **SPECIALS)
+    n_best, _ = beam_search(table_step(tables), state, beam_size=5, num_best=5, **common)
+    assert n_best.shape[0] == 4 * 5
+    # The N best come best first by the beam's own ranking, which is MMI's with lambda = 0 ...
+    rows = torch.arange(4).repeat_interleave(5)
+    score = table_scorer(tables, prior=torch.randn(9, 9).log_softmax(-1))
+    forward, prior = score(rows, n_best)
+    options = DecodingOptions(beam_size=5, rerank="mmi", num_candidates=5, mmi_lambda=0.0)
+    ranked = mmi_scores(forward, prior, (n_best != PAD).sum(1), options).view(4, 5)
+    assert (ranked[:, :-1] >= ranked[:, 1:] - 1e-6).all(), ranked
+    # ... so re-ranking with lambda = 0 keeps the first of each N-best list.
+    reranked, _ = decode(table_step(tables), state, options, score=score, **common)
+    firsts = n_best[::5]
+    assert torch.equal(reranked, firsts[:, : reranked.shape[1]])
+    assert not firsts[:, reranked.shape[1] :].any()  # only <pad> was cut
+
+
+def test_mmi_first_tokens_limits_the_penalty_to_the_opening():
+    forward = torch.tensor([[-1.0, -1.0, -1.0, 0.0]])  # three tokens, then padding
+    prior = torch.tensor([[-2.0, -3.0, -4.0, 0.0]])
+    lengths = torch.tensor([3])
+    every = DecodingOptions(mmi_lambda=0.5, length_penalty=0.0)
+    assert mmi_scores(forward, prior, lengths, every).item() == pytest.approx(-3 + 4.5)
+    first = every.replace(mmi_first_tokens=1)
+    assert mmi_scores(forward, prior, lengths, first).item() == pytest.approx(-3 + 1.0)
+    per_token = every.replace(length_penalty=1.0)
+    assert mmi_scores(forward, prior, lengths, per_token).item() == pytest.approx(1.5 / 3)
+
+
 # Options ---------------------------------------------------------------------------------------
 def test_decode_picks_greedy_beam_or_sampling_from_the_options():
     tables, state = trap()[None], Rows(torch.zeros(1, dtype=torch.long))
@@ -228,6 +314,7 @@ def test_options_are_validated_once_with_one_error_type_and_keep_their_old_names
     assert options.top_k == (3, 2) and options.to_dict()["top_k"] == [3, 2]
     assert options.replace(max_length=7).max_new_tokens == 7
     assert options.greedy() == options.replace(sample=False, beam_size=1)
+    assert options.replace(rerank="mmi").greedy().rerank == "none"  # validation stays greedy
     for wrong, key in (
         ({"beam_size": 0}, "decoding.beam_size"),
         ({"sample": True, "beam_size": 3}, "decoding.beam_size"),
@@ -236,6 +323,11 @@ def test_options_are_validated_once_with_one_error_type_and_keep_their_old_names
         ({"top_p": 1.5}, "decoding.top_p"),
         ({"max_new_tokens": 0}, "decoding.max_new_tokens"),
         ({"sample": "yes"}, "decoding.sample"),
+        ({"rerank": "bidi"}, "decoding.rerank"),
+        ({"num_candidates": 0}, "decoding.num_candidates"),
+        ({"mmi_lambda": -1}, "decoding.mmi_lambda"),
+        ({"mmi_first_tokens": 0}, "decoding.mmi_first_tokens"),
+        ({"rerank": "mmi", "beam_size": 5}, "decoding.beam_size: .*set beam_size >= 10"),
         ({"beam": 2}, "decoding: unknown option"),
     ):
         with pytest.raises(ConfigError, match=key):

@@ -239,7 +239,10 @@ def check_resumable(stored: dict, current: dict, path: str | os.PathLike) -> Non
             f"model.{key} is {old.get(key)!r} there and {new.get(key)!r} here"
             for key in differences
         )
-        fix = " ".join(f"model.{key}={old[key]}" for key in differences if key in old)
+        # A key the checkpoint predates (model.reply_lm_size) is off there: null.
+        fix = " ".join(
+            f"model.{key}={'null' if old.get(key) is None else old[key]}" for key in differences
+        )
         raise CheckpointError(
             f"ckpt_path={path} was trained with other model settings: {listed}. Resume with "
             f"the checkpoint's settings ({fix}) or start a new run without ckpt_path"

@@ -12,7 +12,9 @@ DecodingOptions`): `beam_size=5` (batched beam search) and `length_penalty=`, or
 with `temperature=`, `top_k=` (one k or a schedule such as `[3,2]`), `top_p=`, `seed=` (none:
 different draws every run); `max_new_tokens=`, and for seq2seq `min_new_tokens=`,
 `suppress_unk=true`, `no_repeat=true`. The earlier names still work: `length=` and
-`max_length=` (max_new_tokens), `min_length=`, `greedy=true` (sample=false). Text generation
+`max_length=` (max_new_tokens), `min_length=`, `greedy=true` (sample=false). A chatbot trained
+with a reply language model re-ranks with `rerank=mmi` (`num_candidates=`, `mmi_lambda=`,
+`mmi_first_tokens=`): the most informative of several candidate replies. Text generation
 (task=book) with `text=` streams the continuation to the terminal as it is generated; on stdin,
 line breaks inside a generated answer are written as `\\n`, so it stays one line per input line.
 `interactive=true` (or `python -m rnnlab.chat`) opens a prompt (any task) that answers one line
@@ -40,6 +42,7 @@ USAGE = (
     "\n  decoding (generating models; defaults: the checkpoint's): [max_new_tokens=N]"
     "\n    [sample=true] [temperature=1.0] [top_k=K|[3,2]] [top_p=P] [seed=N] [beam_size=5]"
     "\n    [length_penalty=1.0] [min_new_tokens=N] [suppress_unk=true] [no_repeat=true]"
+    "\n    [rerank=mmi] [num_candidates=10] [mmi_lambda=0.5] [mmi_first_tokens=N]"
     "\n    (also length=, max_length=, min_length=, greedy=true)"
     "\n  interactive=true: a prompt, one input per line (Ctrl-D or Ctrl-C quits)"
 )

@@ -5,7 +5,9 @@ A decoder exposes `step(prev_tokens (B,), state) -> (logits (B, V), state, atten
 and a state with `index_select(index)` (reorders the batch dim, as beam search needs). Greedy
 decoding, sampling (temperature, top-k, top-p) and batched beam search share that contract,
 `constrain_step` wraps a step function so any of them avoids given tokens or repeats, and
-`decode` picks one of them for a set of options.
+`decode` picks one of them for a set of options. With `rerank=mmi`, `decode` generates several
+candidates (draws or a beam's N best) and keeps the one with the best MMI score
+(`mmi_scores`), from per-token log-probabilities the model supplies (`CandidateScorer`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import torch
 from torch import Tensor
 
 from rnnlab.errors import require
+
+RERANKERS = ("none", "mmi")
 
 
 def _is_int(value: Any, low: int) -> bool:
@@ -40,8 +44,13 @@ class DecodingOptions:
     the first token and the rest, `top_p`, `seed`: None draws fresh randomness) instead of the
     most likely one, or the best of a `beam_size` beam search ranked by
     log p / length ** `length_penalty`. Constraints (seq2seq): `suppress_unk` never outputs
-    <unk>, `no_repeat` never the token just output, `min_new_tokens` before <eos>. Validated
-    once, here: every problem is a ConfigError naming the key.
+    <unk>, `no_repeat` never the token just output, `min_new_tokens` before <eos>.
+    `rerank=mmi` (seq2seq with a reply language model): `num_candidates` candidates (that many
+    draws, or the best of the beam, which must be at least as wide) re-ranked by maximum mutual
+    information, (log p(reply|input) - `mmi_lambda` log p_LM(reply)) / length **
+    `length_penalty`, the LM term over the first `mmi_first_tokens` tokens only (null: all;
+    Li et al., 2016, MMI-antiLM). Validated once, here: every problem is a ConfigError naming
+    the key.
     """
 
     max_new_tokens: int | None = None
@@ -55,6 +64,10 @@ class DecodingOptions:
     seed: int | None = None
     suppress_unk: bool = False
     no_repeat: bool = False
+    rerank: str = "none"
+    num_candidates: int = 10
+    mmi_lambda: float = 0.5
+    mmi_first_tokens: int | None = None
 
     #: Earlier names (a language model's `length`/`greedy`, seq2seq's `max_length`/
     #: `min_length`), still read everywhere options are given.
@@ -88,6 +101,13 @@ class DecodingOptions:
                 "a number in (0, 1] or null",
             ),
             "seed": (self.seed is None or _is_int(self.seed, 0), "an integer >= 0 or null"),
+            "rerank": (self.rerank in RERANKERS, f"one of {'|'.join(RERANKERS)}"),
+            "num_candidates": (_is_int(self.num_candidates, 1), "a positive integer"),
+            "mmi_lambda": (_is_number(self.mmi_lambda) and self.mmi_lambda >= 0, "a number >= 0"),
+            "mmi_first_tokens": (
+                self.mmi_first_tokens is None or _is_int(self.mmi_first_tokens, 1),
+                "a positive integer or null",
+            ),
         }
         checks.update(
             (key, (isinstance(getattr(self, key), bool), "true or false"))
@@ -99,6 +119,13 @@ class DecodingOptions:
             not (self.sample and self.beam_size > 1),
             "decoding.beam_size",
             "sample=true draws one answer: use beam_size=1 (or sample=false)",
+        )
+        require(
+            self.rerank == "none" or self.sample or self.beam_size >= self.num_candidates,
+            "decoding.beam_size",
+            f"rerank={self.rerank} re-ranks the num_candidates ({self.num_candidates}) best "
+            f"hypotheses of the beam: set beam_size >= {self.num_candidates}, a smaller "
+            "num_candidates, or sample=true",
         )
 
     @classmethod
@@ -126,7 +153,7 @@ class DecodingOptions:
 
     def greedy(self) -> DecodingOptions:
         """The same constraints, decoded greedily (validation: fast, comparable across epochs)."""
-        return dataclasses.replace(self, sample=False, beam_size=1)
+        return dataclasses.replace(self, sample=False, beam_size=1, rerank="none")
 
     @property
     def constrained(self) -> bool:
@@ -405,14 +432,22 @@ class _Beams:
             )
         self.state = state.index_select(select)
 
-    def best(self, which: Tensor) -> Iterator[tuple[int, Tensor, Tensor | None]]:
-        """(sentence, tokens, attention weights) of the best hypothesis of each live sentence
-        `which` (B_live,) marks."""
-        best = self.normalised(self.scores, self.lengths).view(-1, self.size).argmax(1)
+    def top(
+        self, which: Tensor, n: int
+    ) -> Iterator[tuple[int, list[tuple[Tensor, Tensor | None]]]]:
+        """(sentence, its n best hypotheses as (tokens, attention weights), best first) for
+        each live sentence `which` (B_live,) marks."""
+        ranked = self.normalised(self.scores, self.lengths).view(-1, self.size)
+        order = ranked.sort(dim=1, descending=True, stable=True).indices[:, :n]
         for position in which.nonzero().flatten().tolist():
-            row = position * self.size + int(best[position])
-            weights = self.weights[row] if self.weights is not None else None
-            yield int(self.sentence[position]), self.tokens[row], weights
+            rows = (position * self.size + order[position]).tolist()
+            yield (
+                int(self.sentence[position]),
+                [
+                    (self.tokens[row], self.weights[row] if self.weights is not None else None)
+                    for row in rows
+                ],
+            )
 
     def drop(self, done: Tensor) -> None:
         """Remove the sentences `done` (B_live,) marks: the next steps cost only the rest."""
@@ -444,6 +479,7 @@ def beam_search(
     pad_id: int,
     max_len: int,
     length_penalty: float = 1.0,
+    num_best: int = 1,
 ) -> tuple[Tensor, Tensor | None]:
     """Keep the `beam_size` best partial translations of every sentence, all sentences at once.
 
@@ -452,34 +488,132 @@ def beam_search(
     Hypotheses are ranked by log p / length ** length_penalty (0: plain sum of log
     probabilities, favours short outputs; 1: mean log probability per token). A hypothesis that
     emitted <eos> stays in its beam and only extends with <pad> at no cost; a sentence is done
-    once its best-ranked hypothesis has ended, and its rows then leave the batch.
+    once its `num_best` best-ranked hypotheses have ended, and its rows then leave the batch.
 
-    Returns the best hypothesis per sentence, shaped like `greedy_decode`'s output: tokens
-    (B, T <= max_len) without <sos>, <pad> after <eos>, and its attention weights (B, T, S)
-    (zeros after a sentence's end), or None when the decoder does not attend. With beam_size=1
-    the tokens are exactly greedy decoding's.
+    Returns the `num_best` (<= beam_size) best hypotheses per sentence, best first, shaped like
+    `greedy_decode`'s output: tokens (B * num_best, T <= max_len), rows b * num_best + i for
+    sentence b, without <sos>, <pad> after <eos>, and their attention weights
+    (B * num_best, T, S) (zeros after an end), or None when the decoder does not attend. With
+    beam_size=1 the tokens are exactly greedy decoding's.
     """
     beams = _Beams.start(state, start_tokens, beam_size, length_penalty)
-    best: list[tuple[Tensor, Tensor | None] | None] = [None] * len(start_tokens)
+    best: list[list[tuple[Tensor, Tensor | None]]] = [[] for _ in start_tokens]
     for _ in range(max_len):
         logits, state, attention = step(beams.prev, beams.state)
         beams.extend(logits, attention, state, pad_id, eos_id)
-        done = beams.ended.view(-1, beam_size)[:, 0]
+        done = beams.ended.view(-1, beam_size)[:, :num_best].all(1)
         if bool(done.any()):
-            for sentence, tokens, weights in beams.best(done):
-                best[sentence] = (tokens, weights)
+            for sentence, hypotheses in beams.top(done, num_best):
+                best[sentence] = hypotheses
             if bool(done.all()):
                 break
             beams.drop(done)
     else:  # max_len reached: the best of what is there
-        for sentence, tokens, weights in beams.best(
-            torch.ones_like(beams.sentence, dtype=torch.bool)
+        for sentence, hypotheses in beams.top(
+            torch.ones_like(beams.sentence, dtype=torch.bool), num_best
         ):
-            best[sentence] = (tokens, weights)
-    tokens = _padded([tokens for tokens, _ in best], pad_id)
-    if best[0][1] is None:
+            best[sentence] = hypotheses
+    rows = [hypothesis for hypotheses in best for hypothesis in hypotheses]
+    tokens = _padded([tokens for tokens, _ in rows], pad_id)
+    if rows[0][1] is None:
         return tokens, None
-    return tokens, _padded([weights for _, weights in best], 0.0)
+    return tokens, _padded([weights for _, weights in rows], 0.0)
+
+
+# Re-ranking ----------------------------------------------------------------------------------
+#: candidates' rows (R,) (which input each answers) and tokens (R, T) ending in <eos> then
+#: <pad> -> per-token log p(token | input, earlier tokens) and log p_LM(token | earlier tokens),
+#: (R, T) each, 0 at <pad>.
+CandidateScorer = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
+
+
+def candidates(
+    step: StepFn,
+    state: Any,
+    options: DecodingOptions,
+    *,
+    start_tokens: Tensor,
+    max_len: int,
+    eos_id: int,
+    pad_id: int,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
+    """`options.num_candidates` (N) outputs for each of the B inputs: N independent draws
+    (`options.sample`) or the N best of a beam search. Returns rows (B * N,), the input each
+    candidate answers (b * N + i belongs to input b), and tokens (B * N, T) ending in <eos>
+    then <pad>."""
+    count = options.num_candidates
+    rows = torch.arange(len(start_tokens), device=start_tokens.device).repeat_interleave(count)
+    common = {"max_len": max_len, "eos_id": eos_id, "pad_id": pad_id}
+    if options.sample:
+        tokens, _ = sample_decode(
+            step,
+            state.index_select(rows),
+            options,
+            start_tokens=start_tokens[rows],
+            generator=generator,
+            **common,
+        )
+        return rows, tokens
+    tokens, _ = beam_search(
+        step,
+        state,
+        start_tokens=start_tokens,
+        beam_size=options.beam_size,
+        length_penalty=options.length_penalty,
+        num_best=count,
+        **common,
+    )
+    return rows, tokens
+
+
+def mmi_scores(forward: Tensor, prior: Tensor, lengths: Tensor, options: DecodingOptions) -> Tensor:
+    """MMI-antiLM (Li et al., 2016): (log p(T|S) - lambda log p_LM(T_<=g)) / |T| ** length_penalty.
+
+    forward, prior (..., T): per-token log-probabilities of each candidate under the model and
+    under the unconditional language model (0 at padding); lengths (...): tokens, <eos>
+    included. Returns the scores (...). The LM term counts the first g = `mmi_first_tokens`
+    tokens (None: all): generic openings ("i don't know") are what it should cost, while
+    penalising every token also rewards ungrammatical endings (Li et al.'s U(T)). With
+    lambda = 0 this is beam search's own ranking (of the unconstrained model's log p).
+    """
+    penalty = prior[..., : options.mmi_first_tokens].sum(-1)
+    score = forward.sum(-1) - options.mmi_lambda * penalty
+    return score / lengths.clamp(min=1).to(score.dtype) ** options.length_penalty
+
+
+def rerank_decode(
+    step: StepFn,
+    state: Any,
+    options: DecodingOptions,
+    score: CandidateScorer,
+    *,
+    start_tokens: Tensor,
+    max_len: int,
+    eos_id: int,
+    pad_id: int,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """The best of `options.num_candidates` candidates per input by `mmi_scores`, all scored in
+    one batch: tokens (B, T <= max_len) ending in <eos> then <pad>."""
+    rows, tokens = candidates(
+        step,
+        state,
+        options,
+        start_tokens=start_tokens,
+        max_len=max_len,
+        eos_id=eos_id,
+        pad_id=pad_id,
+        generator=generator,
+    )
+    forward, prior = score(rows, tokens)
+    count = options.num_candidates
+    shaped = (len(start_tokens), count)
+    lengths = (tokens != pad_id).sum(1)
+    scores = mmi_scores(forward, prior, lengths, options).view(shaped)
+    chosen = torch.arange(len(start_tokens), device=tokens.device) * count + scores.argmax(1)
+    tokens = tokens[chosen]
+    return tokens[:, : int(lengths[chosen].max())]
 
 
 def decode(
@@ -493,10 +627,12 @@ def decode(
     pad_id: int,
     unk_id: int | None = None,
     generator: torch.Generator | None = None,
+    score: CandidateScorer | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """Decode a batch from `start_tokens` (B,) as `options` say: a sample, the best of a beam
-    search or greedily, under their constraints. Returns tokens (B, T <= max_len) ending in
-    <eos> then <pad>, and attention weights (B, T, S) or None."""
+    search or greedily, under their constraints, or with `rerank=mmi` the best candidate by
+    `score` (which the model supplies). Returns tokens (B, T <= max_len) ending in <eos> then
+    <pad>, and attention weights (B, T, S) or None (always None when re-ranking)."""
     if options.constrained:
         step = constrain_step(
             step,
@@ -506,6 +642,9 @@ def decode(
             min_length=options.min_new_tokens,
         )
     common = {"start_tokens": start_tokens, "max_len": max_len, "eos_id": eos_id, "pad_id": pad_id}
+    if options.rerank == "mmi":
+        require(score is not None, "decoding.rerank", "this model cannot score candidates")
+        return rerank_decode(step, state, options, score, generator=generator, **common), None
     if options.sample:
         return sample_decode(step, state, options, generator=generator, **common)
     if options.beam_size > 1:

@@ -135,6 +135,7 @@ class RNNLanguageModel(nn.Module):
             ("suppress_unk", options.suppress_unk),
             ("no_repeat", options.no_repeat),
             ("min_new_tokens", options.min_new_tokens > 0),
+            ("rerank", options.rerank != "none"),
         ):
             require(not used, f"decoding.{key}", "is a seq2seq option, not a language model's")
 

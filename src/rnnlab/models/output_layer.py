@@ -220,3 +220,14 @@ def make_output_layer(
     return AdaptiveSoftmax(
         in_features, vocab_size, cutoffs, div_value=float(ADAPTIVE_DIV), head_bias=True
     )
+
+
+def target_log_probs(layer: OutputLayer, hidden: Tensor, targets: Tensor, pad_id: int) -> Tensor:
+    """log p(target) at every position: hidden (R, T, F), targets (R, T) -> (R, T), 0 where the
+    target is `pad_id`. One time step at a time, so only (R, V) scores exist at once (R may be
+    every candidate of a batch: the whole (R, T, V) would not fit)."""
+    columns = []
+    for t in range(targets.size(1)):
+        log_probs = layer.logits(hidden[:, t]).float().log_softmax(-1)
+        columns.append(log_probs.gather(1, targets[:, t, None]).squeeze(1))
+    return torch.stack(columns, 1).masked_fill(targets == pad_id, 0.0)

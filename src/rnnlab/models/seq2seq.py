@@ -9,6 +9,8 @@ With `attention=bahdanau` the repeat decoder attends from each of its outputs in
 the autoregressive one attends from its previous state before each step (Bahdanau et al., 2015).
 Both end in the vocabulary layer of `model.output_layer` (`rnnlab.models.output_layer`): the
 decoders compute the features it reads, and training hands those to its `loss`.
+With `reply_lm_size`, an unconditional language model over the replies (`reply_lm`) is trained
+beside the model, on its own loss term, for `decoding.rerank=mmi` (`rnnlab.models.decoding`).
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from torch import Tensor, nn
 
 from rnnlab.errors import require, require_one_of, require_positive
 from rnnlab.models.attention import BahdanauAttention
-from rnnlab.models.decoding import DecodingOptions, decode, mask_after_eos
-from rnnlab.models.output_layer import OutputLayer, make_output_layer
+from rnnlab.models.decoding import CandidateScorer, DecodingOptions, decode, mask_after_eos
+from rnnlab.models.language_model import RNNLanguageModel
+from rnnlab.models.output_layer import OutputLayer, make_output_layer, target_log_probs
 from rnnlab.models.rnn import State, cell_kind, last_layer_summary, make_rnn, map_state, run_rnn
 
 DECODERS = ("repeat", "autoregressive")
@@ -250,12 +253,7 @@ class RepeatDecoder(nn.Module):
 
 
 def _check_settings(
-    decoder: str,
-    attention: str,
-    embedding_dim: int,
-    max_target_len: int,
-    teacher_forcing: float,
-    readout_size: int | None,
+    decoder: str, attention: str, embedding_dim: int, max_target_len: int, teacher_forcing: float
 ) -> None:
     """ConfigError naming the first `model.*` setting out of range."""
     require_one_of(decoder, DECODERS, "model.decoder")
@@ -264,10 +262,14 @@ def _check_settings(
     require_positive(max_target_len, "model.max_target_len")
     tf = teacher_forcing
     require(0 <= tf <= 1, "model.teacher_forcing", f"must be in [0, 1], got {tf}")
+
+
+def _require_decoder_size(size: int | None, key: str, decoder: str) -> None:
+    """A size only an autoregressive decoder has (readout, reply LM): null or positive."""
     require(
-        readout_size is None or (readout_size > 0 and decoder == "autoregressive"),
-        "model.readout_size",
-        f"must be null or a positive integer with decoder=autoregressive, got {readout_size}",
+        size is None or (size > 0 and decoder == "autoregressive"),
+        key,
+        f"must be null or a positive integer with decoder=autoregressive, got {size}",
     )
 
 
@@ -284,6 +286,7 @@ def _make_decoder(
     """(bridge, decoder). A `repeat` decoder has neither a bridge nor a target embedding; an
     autoregressive one after a bidirectional encoder starts from its two final states, bridged.
     `settings`: cell sizes, attention, dropout and `make_output`, for either decoder."""
+    _require_decoder_size(readout_size, "model.readout_size", kind)
     require(
         not share_embeddings or src_embedding.num_embeddings == tgt_vocab_size,
         "model.share_embeddings",
@@ -302,10 +305,32 @@ def _make_decoder(
     return bridge, decoder
 
 
+def _make_reply_lm(
+    vocab_size: int, size: int | None, cell: str, dropout: float, decoder: str
+) -> RNNLanguageModel | None:
+    """The unconditional reply LM of MMI re-ranking (one layer of `size` units, tied weights),
+    or None without a size."""
+    _require_decoder_size(size, "model.reply_lm_size", decoder)
+    if not size:
+        return None
+    return RNNLanguageModel(
+        vocab_size,
+        embedding_dim=size,
+        hidden_size=size,
+        cell=cell,
+        dropout=dropout,
+        tie_weights=True,
+    )
+
+
 class Seq2Seq(nn.Module):
     """Encoder RNN (optionally bidirectional) + a `repeat` or `autoregressive` decoder ending in
     a `full`, `sampled` or `adaptive` vocabulary layer (`output_layer`; `num_sampled`,
-    `adaptive_cutoffs`: see `rnnlab.models.output_layer`)."""
+    `adaptive_cutoffs`: see `rnnlab.models.output_layer`).
+
+    `reply_lm_size`: the width of `reply_lm`, a one-layer language model over the target
+    vocabulary (embedding tied to its output layer) that never sees the input: p(reply) for
+    MMI re-ranking. None (the default, and every checkpoint from before it): no such model."""
 
     def __init__(
         self,
@@ -332,14 +357,12 @@ class Seq2Seq(nn.Module):
         output_layer: str = "full",
         num_sampled: int = 512,
         adaptive_cutoffs: Sequence[int] | None = None,
+        reply_lm_size: int | None = None,
     ):
         super().__init__()
-        _check_settings(
-            decoder, attention, embedding_dim, max_target_len, teacher_forcing, readout_size
-        )
+        _check_settings(decoder, attention, embedding_dim, max_target_len, teacher_forcing)
         self.pad_id, self.sos_id, self.eos_id, self.unk_id = pad_id, sos_id, eos_id, unk_id
-        self.max_target_len = max_target_len
-        self.teacher_forcing = teacher_forcing
+        self.max_target_len, self.teacher_forcing = max_target_len, teacher_forcing
         self.num_directions = 2 if bidirectional else 1
         encoder_size = hidden_size * self.num_directions
         rnn = {"cell": cell, "hidden_size": hidden_size, "num_layers": num_layers}
@@ -366,6 +389,8 @@ class Seq2Seq(nn.Module):
             readout_size,
             settings,
         )
+        # Last, so the model above starts from the same random draws with or without it.
+        self.reply_lm = _make_reply_lm(tgt_vocab_size, reply_lm_size, cell, dropout, decoder)
 
     @property
     def autoregressive(self) -> bool:
@@ -419,6 +444,43 @@ class Seq2Seq(nn.Module):
         features, weights = self.features(src_tokens, src_lengths, tgt_inputs)
         return self.output_layer.logits(features), weights
 
+    def reply_lm_loss(self, tgt_tokens: Tensor) -> Tensor:
+        """The reply language model's training loss: mean next-token cross-entropy over
+        tgt_tokens (B, T) (<sos> ... <eos> <pad>...), <pad> left out."""
+        features, _ = self.reply_lm.features(tgt_tokens[:, :-1])
+        return self.reply_lm.output_layer.loss(
+            features, tgt_tokens[:, 1:], ignore_index=self.pad_id
+        )
+
+    def _reply_log_probs(
+        self, state: DecoderState, replies: Tensor
+    ) -> tuple[Tensor, Tensor | None]:
+        """Per-token log p(reply | input) (teacher-forced from the decoder's initial `state`)
+        and log p(reply) under `reply_lm` (None without one): replies (B, T) ending in <eos>
+        then <pad> -> (B, T) each, 0 at <pad>."""
+        inputs = torch.cat([replies.new_full((len(replies), 1), self.sos_id), replies[:, :-1]], 1)
+        features, _ = self.decoder(inputs, state)
+        forward = target_log_probs(self.output_layer, features, replies, self.pad_id)
+        if self.reply_lm is None:
+            return forward, None
+        lm_features, _ = self.reply_lm.features(inputs)
+        prior = target_log_probs(self.reply_lm.output_layer, lm_features, replies, self.pad_id)
+        return forward, prior
+
+    @torch.no_grad()
+    def score_replies(
+        self, src_tokens: Tensor, src_lengths: Tensor, replies: Tensor
+    ) -> tuple[Tensor, Tensor | None]:
+        """Per-token log p(reply | input) and log p(reply) under the reply LM (None without
+        one), as MMI re-ranking scores candidates: src_tokens (B, S), src_lengths (B,), replies
+        (B, T) ending in <eos> then <pad> -> (B, T) each, 0 at <pad>."""
+        return self._reply_log_probs(self._initial_state(src_tokens, src_lengths), replies)
+
+    def _candidate_scorer(self, state: DecoderState) -> CandidateScorer:
+        """`score` for `decode`: candidates of the inputs whose initial decoder state is
+        `state`."""
+        return lambda rows, replies: self._reply_log_probs(state.index_select(rows), replies)
+
     def check_decoding(self, options: DecodingOptions) -> None:
         """ConfigError if this model cannot decode as `options` say."""
         searching = options.beam_size > 1 or options.sample or options.constrained
@@ -432,6 +494,13 @@ class Seq2Seq(nn.Module):
             "decoding.suppress_unk",
             "the model has no <unk> token",
         )
+        require(
+            options.rerank != "mmi" or self.reply_lm is not None,
+            "decoding.rerank",
+            "mmi needs the reply language model trained with the chat model, and this model "
+            "has none (a checkpoint from before MMI, or model.reply_lm_size=null): retrain with "
+            "model.reply_lm_size=128, or use rerank=none",
+        )
 
     @torch.no_grad()
     def generate(
@@ -443,16 +512,17 @@ class Seq2Seq(nn.Module):
         generator: torch.Generator | None = None,
     ) -> dict[str, Tensor]:
         """src_tokens (B, S), src_lengths (B,) -> `tokens` (B, T) ending in <eos> then <pad>,
-        and `attention` (B, T, S) if the decoder attends: greedy, a sample or the best of a
-        batched beam search, as `options` say (default greedy; at most `max_new_tokens`, else
-        the longest training target + 2)."""
+        and `attention` (B, T, S) if the decoder attends (not when re-ranking): greedy, a
+        sample, the best of a batched beam search or of MMI re-ranked candidates, as `options`
+        say (default greedy; at most `max_new_tokens`, else the longest training target + 2)."""
         options = options or DecodingOptions()
         self.check_decoding(options)
         max_len = options.max_new_tokens or self.max_target_len
         if self.autoregressive:
+            state = self._initial_state(src_tokens, src_lengths)
             tokens, weights = decode(
                 self.decoder.step,
-                self._initial_state(src_tokens, src_lengths),
+                state,
                 options,
                 start_tokens=src_tokens.new_full((len(src_tokens),), self.sos_id),
                 max_len=max_len,
@@ -460,6 +530,7 @@ class Seq2Seq(nn.Module):
                 pad_id=self.pad_id,
                 unk_id=self.unk_id,
                 generator=generator,
+                score=self._candidate_scorer(state) if self.reply_lm is not None else None,
             )
         else:
             logits, weights = self(

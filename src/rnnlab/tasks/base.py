@@ -70,8 +70,11 @@ class TaskModule(pl.LightningModule):
         return self._carried
 
     @abstractmethod
-    def model_step(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Loss (and whatever metrics need) for one batch; used by every stage."""
+    def model_step(self, batch: dict[str, Tensor]) -> dict[str, Any]:
+        """Loss (and whatever metrics need) for one batch; used by every stage. `aux_losses`,
+        if present, maps names to the losses of parts trained beside the model (a chat model's
+        reply LM): added to the training objective, logged as `<stage>/<name>`, never part of
+        `loss` (which the monitor and the diagnosis read)."""
 
     @abstractmethod
     def update_metrics(self, metrics: nn.ModuleDict, batch: dict[str, Tensor], step: dict) -> None:
@@ -86,8 +89,12 @@ class TaskModule(pl.LightningModule):
             checkpoint[CODEC_KEY] = self.codec.state_dict()
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        loss = self.model_step(batch)["loss"]
+        step = self.model_step(batch)
+        loss = step["loss"]
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        for name, aux_loss in step.get("aux_losses", {}).items():
+            self.log(f"train/{name}", aux_loss, on_step=True, on_epoch=True)
+            loss = loss + aux_loss
         return loss
 
     def on_train_batch_start(self, batch: dict[str, Tensor], batch_idx: int) -> None:
@@ -102,6 +109,8 @@ class TaskModule(pl.LightningModule):
         step = self.model_step(batch)
         size = len(next(iter(batch.values())))
         self.log(f"{stage}/loss", step["loss"], prog_bar=True, batch_size=size, sync_dist=True)
+        for name, aux_loss in step.get("aux_losses", {}).items():
+            self.log(f"{stage}/{name}", aux_loss, batch_size=size, sync_dist=True)
         metrics = self.metrics[stage]
         self.update_metrics(metrics, batch, step)
         for name, metric in metrics.items():

@@ -1,7 +1,9 @@
 """Sequence-to-sequence training: teacher-forced loss, metrics on generated outputs.
 
 The training loss is the output layer's own (`net.output_layer.loss`: a sampled estimate with
-`model.output_layer=sampled`); validation and test score the full distribution.
+`model.output_layer=sampled`); validation and test score the full distribution. A net with a
+reply language model (`net.reply_lm`, for MMI re-ranking) trains it on the same targets, its
+loss an extra term (`aux_losses`, logged as `<stage>/reply_lm_loss`).
 
 Metrics come in three kinds, told apart by class:
 - id metrics (`rnnlab.metrics.TokenAccuracy`, `ExactMatch`) get generated ids and target ids;
@@ -48,17 +50,21 @@ class Seq2SeqTask(DecodingTask):
         )
         self.label_smoothing = label_smoothing
 
-    def model_step(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Training: the loss only. Evaluation: the exact loss and the logits (B, T, V)."""
+    def model_step(self, batch: dict[str, Tensor]) -> dict[str, Any]:
+        """Training: the loss (and the reply LM's). Evaluation: the exact loss, the logits
+        (B, T, V) (and the reply LM's loss)."""
         tgt = batch["tgt_tokens"]
         features, _ = self.net.features(batch["src_tokens"], batch["src_lengths"], tgt[:, :-1])
         targets = tgt[:, 1:]
         options = {"ignore_index": self.net.pad_id, "label_smoothing": self.label_smoothing}
+        step: dict[str, Any] = {}
+        if self.net.reply_lm is not None:
+            step["aux_losses"] = {"reply_lm_loss": self.net.reply_lm_loss(tgt)}
         if self.training:
-            return {"loss": self.net.output_layer.loss(features, targets, **options)}
+            return {"loss": self.net.output_layer.loss(features, targets, **options), **step}
         logits = self.net.output_layer.logits(features)
         loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), **options)
-        return {"loss": loss, "logits": logits}
+        return {"loss": loss, "logits": logits, **step}
 
     def _generate(self, batch: dict[str, Tensor], search: bool = True) -> dict[str, Tensor]:
         """Decode as `decoding` says; `search=False` keeps the constraints but decodes greedily
