@@ -45,13 +45,12 @@ from rnnlab.data.base import TaskDataModule
 from rnnlab.data.batching import InOrder, ResumableLoader
 from rnnlab.data.download import DownloadError, download
 from rnnlab.data.readers import CorpusError, read_lines, strip_gutenberg
-from rnnlab.data.shards import ShardReader, build_lock, content_hash, require_streaming
+from rnnlab.data.shards import ShardReader, build_lock, check_streaming, content_hash
 from rnnlab.data.splits import check_fractions, stream_split
 from rnnlab.data.streaming import (
     BatchPlan,
     ShardDataset,
     StreamingLoader,
-    StreamingTrainSet,
     distributed_rank,
 )
 from rnnlab.data.text import PARAGRAPH
@@ -178,20 +177,13 @@ class BookData(TaskDataModule):
         **loader_options,
     ):
         super().__init__(**loader_options)
-        require(
-            isinstance(streaming, bool),
-            "data.streaming",
-            f"must be true or false, got {streaming!r}",
-        )
+        check_streaming(streaming, vocab_tokens=vocab_tokens)
         require(
             not (streaming and stateful),
             "data.streaming",
             "stateful training reads the stream in order and is not streamed from shards: set "
             "data.stateful=false or data.streaming=false",
         )
-        require_positive(vocab_tokens, "data.vocab_tokens", null=True)
-        if streaming:
-            require_streaming()
         require_one_of(level, LEVELS, "data.level")
         require_positive(seq_len, "data.seq_len")
         require(min_count >= 1, "data.min_count", f"must be >= 1, got {min_count}")
@@ -434,12 +426,7 @@ class BookData(TaskDataModule):
                 seed=self.seed,
                 world_size=world,
             )
-            return StreamingLoader(
-                StreamingTrainSet(plan, self.train_set.collate),
-                epoch_of=lambda: self.trainer.current_epoch if self.trainer is not None else 0,
-                rank_of=lambda: distributed_rank()[0],
-                **self.loader_options(),
-            )
+            return StreamingLoader.for_module(self, plan, self.train_set.collate)
         return super().train_dataloader()
 
     def val_dataloader(self) -> DataLoader:

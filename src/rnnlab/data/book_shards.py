@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-from rnnlab.data.shards import ShardReader, ShardWriter, hash_split, write_json
+from rnnlab.data.shards import ShardReader, ShardWriter, hash_split, publish
 from rnnlab.errors import DataError
 
 if TYPE_CHECKING:
@@ -101,10 +101,7 @@ def build_book_shards(
         "samples": samples,
         "settings": module.shard_settings(),
     }
-    write_json(temporary / "meta.json", meta)
-    shutil.rmtree(directory, ignore_errors=True)
-    os.replace(temporary, directory)
-    return meta
+    return publish(temporary, directory, meta)
 
 
 class WindowCollate:

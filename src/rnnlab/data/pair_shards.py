@@ -41,13 +41,12 @@ from rnnlab.data.shards import (
     build_lock,
     content_hash,
     hash_split,
-    write_json,
+    publish,
 )
 from rnnlab.data.streaming import (
     BatchPlan,
     ShardDataset,
     StreamingLoader,
-    StreamingTrainSet,
     distributed_rank,
     pad_rows,
 )
@@ -267,10 +266,7 @@ def build_pair_shards(
         "samples": samples,
         "settings": module.shard_settings(),
     }
-    write_json(temporary / "meta.json", meta)
-    shutil.rmtree(directory, ignore_errors=True)
-    os.replace(temporary, directory)
-    return meta
+    return publish(temporary, directory, meta)
 
 
 class PairCollate:
@@ -401,12 +397,7 @@ class StreamedPairs:
             seed=self.seed,
             world_size=world,
         )
-        return StreamingLoader(
-            StreamingTrainSet(plan, self.train_set.collate),
-            epoch_of=lambda: self.trainer.current_epoch if self.trainer is not None else 0,
-            rank_of=lambda: distributed_rank()[0],
-            **self.loader_options(),
-        )
+        return StreamingLoader.for_module(self, plan, self.train_set.collate)
 
     def _loader(self, dataset, *, train: bool) -> DataLoader:
         if not isinstance(dataset, ShardDataset):

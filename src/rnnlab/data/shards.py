@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from rnnlab.errors import require
+from rnnlab.errors import require, require_positive
 
 BLOCK_SIZE = 256  # examples per block (one tar sample)
 BLOCKS_PER_SHARD = 1024  # blocks per tar file
@@ -51,6 +51,18 @@ def require_streaming(key: str = "data.streaming") -> None:
             f"streaming needs webdataset and wids, which are not installed: {INSTALL_HINT} "
             "(or set data.streaming=false to read the corpus into memory)",
         )
+
+
+def check_streaming(streaming: object, **limits: int | None) -> None:
+    """Where a datamodule takes its streaming options: `data.streaming` true or false, each of
+    `limits` (`data.<name>`) null or positive, and with streaming on, the packages it needs."""
+    require(
+        isinstance(streaming, bool), "data.streaming", f"must be true or false, got {streaming!r}"
+    )
+    for name, value in limits.items():
+        require_positive(value, f"data.{name}", null=True)
+    if streaming:
+        require_streaming()
 
 
 def hash_split(key: str, val: float, test: float, seed: int) -> str:
@@ -276,6 +288,15 @@ def build_lock(directory: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def publish(temporary: Path, directory: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """Finish a build: `meta` into `temporary`/meta.json, then `temporary` renamed to
+    `directory` (a reader sees a whole build or none); -> meta."""
+    write_json(temporary / "meta.json", meta)
+    shutil.rmtree(directory, ignore_errors=True)
+    os.replace(temporary, directory)
+    return meta
 
 
 def write_json(path: Path, value: Any) -> None:

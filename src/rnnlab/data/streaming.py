@@ -221,6 +221,17 @@ class StreamingLoader(DataLoader):
         self._served = 0
         self._resume: dict[str, int] | None = None
 
+    @classmethod
+    def for_module(cls, module: Any, plan: BatchPlan, collate: Callable) -> StreamingLoader:
+        """`module`'s training loader over `plan`: the epoch from its trainer, the rank from
+        torch.distributed, its `loader_options()`."""
+        return cls(
+            StreamingTrainSet(plan, collate),
+            epoch_of=lambda: module.trainer.current_epoch if module.trainer is not None else 0,
+            rank_of=lambda: distributed_rank()[0],
+            **module.loader_options(),
+        )
+
     def __iter__(self) -> Iterator[Any]:
         dataset: StreamingTrainSet = self.dataset
         dataset.epoch, dataset.rank = self.epoch_of(), self.rank_of()

@@ -31,7 +31,7 @@ import gc
 import logging
 import os
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import torch
@@ -40,10 +40,9 @@ from torch.utils.data import SequentialSampler
 from rnnlab.codecs.translate import TranslationCodec
 from rnnlab.data.base import TaskDataModule
 from rnnlab.data.batching import BucketBatchSampler, EpochShuffleSampler, TensorBatchDataset
-from rnnlab.data.download import DownloadError, check_zip, download
+from rnnlab.data.pair_files import PairFiles
 from rnnlab.data.pair_shards import StreamedPairs
-from rnnlab.data.readers import CorpusError, read_pair_files
-from rnnlab.data.shards import require_streaming
+from rnnlab.data.shards import check_streaming
 from rnnlab.data.splits import check_fractions, split_by_group
 from rnnlab.data.streaming import ShardDataset
 from rnnlab.data.subwords import BPEVocab, check_vocab_sizes
@@ -54,14 +53,7 @@ from rnnlab.errors import DataError, require, require_one_of, require_positive
 
 log = logging.getLogger(__name__)
 
-CORPORA = ("files", "tatoeba", "opensubtitles")
 TOKENIZERS = ("word", "bpe")
-# Versioned OPUS releases, but OPUS publishes no checksums and none could be confirmed offline,
-# so nothing is pinned: check_zip tests every member's CRC, which catches truncated downloads.
-OPUS_URLS = {
-    "tatoeba": "https://object.pouta.csc.fi/OPUS-Tatoeba/v2023-04-12/moses/{pair}.txt.zip",
-    "opensubtitles": "https://object.pouta.csc.fi/OPUS-OpenSubtitles/v2018/moses/{pair}.txt.zip",
-}
 SPLITS = ("train", "val", "test")
 Pair = tuple[str, list[str], list[str], str]  # (source text, its tokens, target tokens, text)
 
@@ -83,7 +75,7 @@ BOOK_SENTENCES = (
 )
 
 
-class TranslationData(StreamedPairs, TaskDataModule):
+class TranslationData(PairFiles, StreamedPairs, TaskDataModule):
     """Source/target sentence pairs as `src_tokens`/`tgt_tokens` (<sos> ... <eos>) batches.
 
     Besides the model inputs, batches carry `src_words` (word level: ids that name every source
@@ -124,25 +116,17 @@ class TranslationData(StreamedPairs, TaskDataModule):
         **loader_options,
     ):
         super().__init__(**loader_options)
-        require(
-            isinstance(streaming, bool),
-            "data.streaming",
-            f"must be true or false, got {streaming!r}",
-        )
-        require_positive(max_tokens, "data.max_tokens", null=True)
+        check_streaming(streaming, max_tokens=max_tokens, vocab_pairs=vocab_pairs)
         require(
             max_tokens is None or streaming,
             "data.max_tokens",
             "batches by tokens need data.streaming=true (in memory, data.batch_size counts pairs)",
         )
-        require_positive(vocab_pairs, "data.vocab_pairs", null=True)
         require(
             shard_workers is None or shard_workers >= 0,
             "data.shard_workers",
             f"must be >= 0 or null, got {shard_workers}",
         )
-        if streaming:
-            require_streaming()
         self._check_source(corpus, path)
         require_one_of(tokenizer, TOKENIZERS, "data.tokenizer")
         for key, value in (
@@ -182,114 +166,11 @@ class TranslationData(StreamedPairs, TaskDataModule):
         # (source text, [target tokens]) (detokenised on demand: there are 100k of them).
         self.examples: dict[str, list[tuple[str, list]]] = {}
 
-    # Reading ---------------------------------------------------------------------------------
-    def _check_source(self, corpus: str, path: str | Sequence[str] | None) -> None:
-        require_one_of(corpus, CORPORA, "data.corpus")
-        require(
-            corpus != "files" or bool(path),
-            "data.path",
-            "data.corpus=files needs data.path: a TSV file (English<TAB>Spanish), a Moses pair "
-            "[x.es, x.en] or an OPUS zip; or use data.corpus=tatoeba to download one",
-        )
-
-    def _download(self) -> Path:
-        pair = "-".join(sorted((self.source_lang, self.target_lang)))
-        url = self.url or OPUS_URLS[self.corpus].format(pair=pair)
-        try:
-            return download(
-                url, self.data_dir / f"{self.corpus}.{pair}.txt.zip", validate=check_zip
-            )
-        except DownloadError as error:
-            raise DataError(
-                f"{error} (data.corpus={self.corpus}). Or train on a file you have: "
-                "data.corpus=files data.path=<spa.txt, [x.es, x.en] or an OPUS zip>"
-            ) from None
-
     def prepare_data(self) -> None:
         if self.corpus != "files":
             self._download()
         if self.streaming:  # one process builds (Lightning: local rank 0), the others wait
             self.shards()
-
-    def _files(self) -> list[Path]:
-        """The training corpus: a named one (downloaded) or `data.path`'s files."""
-        if self.corpus == "files":
-            return self._path_files(self.path)
-        if self.corpus == "opensubtitles" and self.max_pairs is None and not self.streaming:
-            log.warning(
-                "OpenSubtitles en-es holds ~60M pairs and all of them will be read: set "
-                "data.max_pairs (e.g. 1000000) for a run that fits in memory, or stream it from "
-                "shards: data.streaming=true"
-            )
-        return [self._download()]
-
-    def _path_files(self, path: str | Sequence[str]) -> list[Path]:
-        """The files `data.path` names: one (TSV or zip) or a Moses pair [source, target]."""
-        paths = [path] if isinstance(path, (str, Path)) else list(path)
-        require(
-            len(paths) in (1, 2),
-            "data.path",
-            f"give one file (TSV or zip) or a Moses pair [source, target], got {len(paths)} paths",
-        )
-        files = [Path(p).expanduser() for p in paths]
-        for file in files:
-            if not file.is_file():
-                raise DataError(
-                    f"data.path: {file} does not exist or is not a file (the book's corpus is "
-                    "spa.txt from manythings.org/anki; or use data.corpus=tatoeba to download)"
-                )
-        return files
-
-    def read_pairs(self, files: Sequence[Path] | None = None) -> Iterator[tuple[str, str]]:
-        """(source, target) strings, streamed, at most `max_pairs`, of a TSV, a Moses pair or an
-        OPUS zip (`read_pair_files` tells them apart)."""
-        options = {"source_lang": self.source_lang, "target_lang": self.target_lang}
-        options.update(source_column=self.source_column, target_column=self.target_column)
-        try:
-            files = list(files) if files is not None else self._files()
-            yield from read_pair_files(files, **options, limit=self.max_pairs)
-        except CorpusError as error:
-            raise DataError(str(error)) from None
-
-    def _reject(self, src: list[str], tgt: list[str]) -> str | None:
-        """Why a tokenised pair is filtered out (a config key to loosen), or None to keep it."""
-        if self.max_length is not None and max(len(src), len(tgt)) > self.max_length:
-            return "data.max_length"
-        ratio = max(len(src), len(tgt)) / min(len(src), len(tgt))
-        if self.max_length_ratio is not None and ratio > self.max_length_ratio:
-            return "data.max_length_ratio"
-        return None
-
-    def _clean(self, pairs: Iterator[tuple[str, str]]) -> list[tuple[str, list[str], list[str]]]:
-        """Tokenise, filter (`_reject`), drop duplicates; counts in `stats`."""
-        kept, seen = [], set()
-        stats = dict.fromkeys(("read", "empty", "duplicates", "kept"), 0)
-        for source, target in pairs:
-            stats["read"] += 1
-            src, tgt = self.tokenizer(source), self.tokenizer(target)
-            if not src or not tgt:  # e.g. a line of only spaces after normalisation
-                stats["empty"] += 1
-                continue
-            reason = self._reject(src, tgt)
-            if reason is not None:
-                stats[reason] = stats.get(reason, 0) + 1
-                continue
-            key = (tuple(src), tuple(tgt))
-            if key in seen:
-                stats["duplicates"] += 1
-                continue
-            seen.add(key)
-            kept.append((source, src, tgt, target))
-        stats["kept"] = len(kept)
-        self.stats = stats
-        for reason in (key for key in stats if key.startswith("data.")):
-            count, total, limit = stats[reason], stats["read"], getattr(self, reason[5:])
-            log.warning("dropped %d of %d pairs outside %s=%s", count, total, reason, limit)
-        if stats["empty"]:
-            log.info("skipped %d pairs with an empty side", stats["empty"])
-        if stats["duplicates"]:
-            log.info("dropped %d duplicate pairs", stats["duplicates"])
-        return kept
 
     # Splits ----------------------------------------------------------------------------------
     def build_splits(self) -> None:

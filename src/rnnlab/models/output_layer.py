@@ -24,6 +24,7 @@ import math
 from collections.abc import Sequence
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -154,7 +155,12 @@ class AdaptiveSoftmax(nn.AdaptiveLogSoftmaxWithLoss):
         if label_smoothing:
             raise ValueError("the adaptive softmax has no label smoothing")
         hidden, targets = _flatten(hidden, targets, ignore_index)
-        return self(hidden, targets).loss
+        loss = self(hidden, targets).loss
+        if dist.is_available() and dist.is_initialized():
+            # DDP reduces every parameter's gradient each step: a cluster no target of this
+            # rank's batch fell in must still get one (zero), or the ranks wait on each other.
+            loss = loss + 0.0 * sum(p.sum() for p in self.tail.parameters())
+        return loss
 
 
 OutputLayer = FullSoftmax | AdaptiveSoftmax
