@@ -146,6 +146,16 @@ def read_book(path: Path, encoding: str = "utf-8") -> str:
     return text
 
 
+def _check_gutenberg_ids(ids: list) -> None:
+    """ConfigError unless `data.gutenberg_ids` (used when no data.path is given) are ebook ids."""
+    require(
+        bool(ids) and all(isinstance(i, int) and i > 0 for i in ids),
+        "data.gutenberg_ids",
+        f"must be a non-empty list of Gutenberg ebook numbers, got {ids}; "
+        "or set data.path to your own .txt books",
+    )
+
+
 class BookData(TaskDataModule):
     """One or more books -> a token stream split 90/5/5 -> windows (or stateful tracks).
 
@@ -196,13 +206,7 @@ class BookData(TaskDataModule):
         require_positive(max_tokens, "data.max_tokens", null=True)
         require_positive(sample_length, "data.sample_length")
         if path is None:
-            ids = list(gutenberg_ids or [])
-            require(
-                bool(ids) and all(isinstance(i, int) and i > 0 for i in ids),
-                "data.gutenberg_ids",
-                f"must be a non-empty list of Gutenberg ebook numbers, got {ids}; "
-                "or set data.path to your own .txt books",
-            )
+            _check_gutenberg_ids(list(gutenberg_ids or []))
         self.path = path
         self.gutenberg_ids = list(gutenberg_ids or [])
         self.data_dir = Path(data_dir)
@@ -210,16 +214,12 @@ class BookData(TaskDataModule):
         self.tokenizer = BookCodec.make_tokenizer(
             level, lowercase=lowercase, line_breaks=line_breaks
         )
-        self.max_vocab = max_vocab
-        self.min_count = min_count
-        self.seq_len = seq_len
-        self.stateful = stateful
+        self.max_vocab, self.min_count = max_vocab, min_count
+        self.seq_len, self.stateful = seq_len, stateful
         self.fractions = (val_fraction, test_fraction)
         self.max_tokens = max_tokens
-        self.sample_length = sample_length
-        self.encoding = encoding
-        self.streaming = streaming
-        self.vocab_tokens = vocab_tokens
+        self.sample_length, self.encoding = sample_length, encoding
+        self.streaming, self.vocab_tokens = streaming, vocab_tokens
         self.streams: dict[str, Tensor] = {}
         self._shard_dir: Path | None = None
 

@@ -39,6 +39,7 @@ from rnnlab.data.shards import (
     ShardReader,
     ShardWriter,
     build_lock,
+    check_streaming,
     content_hash,
     hash_split,
     publish,
@@ -52,7 +53,7 @@ from rnnlab.data.streaming import (
 )
 from rnnlab.data.text import Tokenizer
 from rnnlab.data.truecase import count_spellings
-from rnnlab.errors import DataError
+from rnnlab.errors import DataError, require
 
 if TYPE_CHECKING:
     from rnnlab.codecs.translate import TranslationCodec
@@ -302,6 +303,29 @@ class PairCollate:
 class StreamedPairs:
     """What `TranslationData` (and so `ChatData`) does with `data.streaming=true`: find or build
     the shards, open them as the three splits, serve training batches from the batch plan."""
+
+    def set_streaming(
+        self,
+        streaming: bool,
+        max_tokens: int | None,
+        vocab_pairs: int | None,
+        shard_workers: int | None,
+    ) -> None:
+        """Check and keep the `data.*` streaming options (`TranslationData`'s arguments)."""
+        check_streaming(streaming, max_tokens=max_tokens, vocab_pairs=vocab_pairs)
+        require(
+            max_tokens is None or streaming,
+            "data.max_tokens",
+            "batches by tokens need data.streaming=true (in memory, data.batch_size counts pairs)",
+        )
+        require(
+            shard_workers is None or shard_workers >= 0,
+            "data.shard_workers",
+            f"must be >= 0 or null, got {shard_workers}",
+        )
+        self.streaming, self.max_tokens, self.vocab_pairs = streaming, max_tokens, vocab_pairs
+        self.shard_workers = min(os.cpu_count() or 1, 4) if shard_workers is None else shard_workers
+        self._shard_dir: Path | None = None
 
     def shard_settings(self) -> dict:
         """Everything the shards' contents depend on besides the corpus files (the cache key)."""

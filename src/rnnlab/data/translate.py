@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import os
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -42,7 +41,6 @@ from rnnlab.data.base import TaskDataModule
 from rnnlab.data.batching import BucketBatchSampler, EpochShuffleSampler, TensorBatchDataset
 from rnnlab.data.pair_files import PairFiles
 from rnnlab.data.pair_shards import StreamedPairs
-from rnnlab.data.shards import check_streaming
 from rnnlab.data.splits import check_fractions, split_by_group
 from rnnlab.data.streaming import ShardDataset
 from rnnlab.data.subwords import BPEVocab, check_vocab_sizes
@@ -116,25 +114,12 @@ class TranslationData(PairFiles, StreamedPairs, TaskDataModule):
         **loader_options,
     ):
         super().__init__(**loader_options)
-        check_streaming(streaming, max_tokens=max_tokens, vocab_pairs=vocab_pairs)
-        require(
-            max_tokens is None or streaming,
-            "data.max_tokens",
-            "batches by tokens need data.streaming=true (in memory, data.batch_size counts pairs)",
-        )
-        require(
-            shard_workers is None or shard_workers >= 0,
-            "data.shard_workers",
-            f"must be >= 0 or null, got {shard_workers}",
-        )
+        self.set_streaming(streaming, max_tokens, vocab_pairs, shard_workers)
         self._check_source(corpus, path)
         require_one_of(tokenizer, TOKENIZERS, "data.tokenizer")
-        for key, value in (
-            ("max_pairs", max_pairs),
-            ("max_length", max_length),
-            ("bucket_batches", bucket_batches),
-        ):
+        for key, value in {"max_pairs": max_pairs, "max_length": max_length}.items():
             require_positive(value, f"data.{key}", null=True)
+        require_positive(bucket_batches, "data.bucket_batches", null=True)
         ratio = max_length_ratio
         require(ratio is None or ratio >= 1, "data.max_length_ratio", f"must be >= 1, got {ratio}")
         check_vocab_sizes(tokenizer, src_vocab_size=src_vocab_size, tgt_vocab_size=tgt_vocab_size)
@@ -157,10 +142,6 @@ class TranslationData(PairFiles, StreamedPairs, TaskDataModule):
         self.bucket_batches = bucket_batches
         self.unk_replace = unk_replace
         self.truecase = truecase and lowercase  # cased models need no truecaser
-        self.streaming, self.max_tokens = streaming, max_tokens
-        self.vocab_pairs = vocab_pairs
-        self.shard_workers = min(os.cpu_count() or 1, 4) if shard_workers is None else shard_workers
-        self._shard_dir: Path | None = None
         self.stats: dict[str, int] = {}
         # Per split, in dataset order: (source text, reference strings) for val/test; for train
         # (source text, [target tokens]) (detokenised on demand: there are 100k of them).
