@@ -164,33 +164,42 @@ class BucketBatchSampler(StartMidEpoch, BatchSampler):
         return full * per_bucket + last
 
 
-class ResumableLoader(DataLoader):
-    """A training DataLoader Lightning can checkpoint mid-epoch.
-
-    Its `state_dict` (Lightning stores it in every checkpoint) is the epoch and how many batches
-    of it were handed out; `load_state_dict` sets its (batch) sampler's `skip`, so the next pass
-    continues after them. Lightning prefetches nothing from a loader with a length, so the
-    batches handed out are the batches trained on. Its order must be a `StartMidEpoch`.
-    """
+class CountingLoader(DataLoader):
+    """A DataLoader Lightning can checkpoint mid-epoch: its `state_dict` (Lightning stores it in
+    every checkpoint) is the epoch and how many batches of it were handed out. Lightning
+    prefetches nothing from a loader with a length, so those are the batches trained on.
+    Subclasses say where a pass starts (`_start`) and take a stored state back
+    (`load_state_dict`)."""
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self._epoch = 0
         self._served = 0
 
-    def _order(self) -> Any:
-        return self.batch_sampler if self.batch_sampler is not None else self.sampler
+    def _start(self) -> tuple[int, int]:
+        """(epoch, batches of it already served) for the pass about to begin."""
+        raise NotImplementedError
 
     def __iter__(self) -> Iterator[Any]:
-        order = self._order()
-        self._epoch = getattr(getattr(order, "sampler", order), "epoch", 0)
-        self._served = order.skip
+        self._epoch, self._served = self._start()
         for batch in super().__iter__():
             self._served += 1
             yield batch
 
     def state_dict(self) -> dict[str, int]:
         return {"epoch": self._epoch, "batches": self._served}
+
+
+class ResumableLoader(CountingLoader):
+    """A training loader over a `StartMidEpoch` order: `load_state_dict` sets its (batch)
+    sampler's `skip`, so the next pass continues after the batches already served."""
+
+    def _order(self) -> Any:
+        return self.batch_sampler if self.batch_sampler is not None else self.sampler
+
+    def _start(self) -> tuple[int, int]:
+        order = self._order()
+        return getattr(getattr(order, "sampler", order), "epoch", 0), order.skip
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         if state["batches"] >= len(self):  # saved at an epoch's end: the next one starts whole

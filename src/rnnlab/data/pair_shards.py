@@ -396,16 +396,7 @@ class StreamedPairs:
             reader = readers[split]
             metas = [reader.example(i)[1] for i in range(min(len(reader), 32))]
             self.examples[split] = [(meta[0], meta[2]) for meta in metas]
-        log.info(
-            "translation pairs (streamed from %s): %s; train %d, val %d, test %d; vocab %d -> %d",
-            directory,
-            self.stats,
-            len(self.train_set),
-            len(self.val_set),
-            len(self.test_set),
-            len(self.codec.src_vocab),
-            len(self.codec.tgt_vocab),
-        )
+        self.log_splits(f" (streamed from {directory})")
 
     def train_dataloader(self) -> DataLoader:
         if not self.streaming:

@@ -30,9 +30,9 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
+from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
-from rnnlab.data.batching import keep_batch
+from rnnlab.data.batching import CountingLoader, keep_batch
 from rnnlab.data.shards import ShardReader
 from rnnlab.errors import DataError
 
@@ -195,7 +195,7 @@ class StreamingTrainSet(IterableDataset):
             yield self.collate(reader, indices)
 
 
-class StreamingLoader(DataLoader):
+class StreamingLoader(CountingLoader):
     """The training loader over a `StreamingTrainSet`: batches come whole from the dataset.
 
     Like `ResumableLoader`, its `state_dict` (in every checkpoint) is the epoch and how many
@@ -217,8 +217,6 @@ class StreamingLoader(DataLoader):
             options.pop(key, None)
         super().__init__(dataset, batch_size=None, collate_fn=keep_batch, **options)
         self.epoch_of, self.rank_of = epoch_of, rank_of
-        self._epoch = 0
-        self._served = 0
         self._resume: dict[str, int] | None = None
 
     @classmethod
@@ -232,20 +230,14 @@ class StreamingLoader(DataLoader):
             **module.loader_options(),
         )
 
-    def __iter__(self) -> Iterator[Any]:
+    def _start(self) -> tuple[int, int]:
         dataset: StreamingTrainSet = self.dataset
         dataset.epoch, dataset.rank = self.epoch_of(), self.rank_of()
         dataset.skip = 0
         if self._resume is not None and self._resume["epoch"] == dataset.epoch:
             dataset.skip = self._resume["batches"]
         self._resume = None
-        self._epoch, self._served = dataset.epoch, dataset.skip
-        for batch in super().__iter__():
-            self._served += 1
-            yield batch
-
-    def state_dict(self) -> dict[str, int]:
-        return {"epoch": self._epoch, "batches": self._served}
+        return dataset.epoch, dataset.skip
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         if state["batches"] < len(self):  # saved at an epoch's end: the next one starts whole

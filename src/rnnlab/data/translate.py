@@ -147,6 +147,19 @@ class TranslationData(PairFiles, StreamedPairs, TaskDataModule):
         # (source text, [target tokens]) (detokenised on demand: there are 100k of them).
         self.examples: dict[str, list[tuple[str, list]]] = {}
 
+    def log_splits(self, source: str = "") -> None:
+        """One line: what cleaning kept and dropped (`stats`), the split and vocabulary sizes."""
+        log.info(
+            "translation pairs%s: %s; train %d, val %d, test %d; vocab %d -> %d",
+            source,
+            self.stats,
+            len(self.train_set),
+            len(self.val_set),
+            len(self.test_set),
+            len(self.codec.src_vocab),
+            len(self.codec.tgt_vocab),
+        )
+
     def prepare_data(self) -> None:
         if self.corpus != "files":
             self._download()
@@ -194,15 +207,7 @@ class TranslationData(PairFiles, StreamedPairs, TaskDataModule):
             lengths = self.train_set.tensors
             self.codec.max_source_len = int(lengths["src_lengths"].max())
             self.codec.max_target_len = int(lengths["tgt_lengths"].max()) - 2  # no <sos>, <eos>
-        log.info(
-            "translation pairs: %s; train %d, val %d, test %d; vocab %d -> %d",
-            self.stats,
-            len(self.train_set),
-            len(self.val_set),
-            len(self.test_set),
-            len(self.codec.src_vocab),
-            len(self.codec.tgt_vocab),
-        )
+        self.log_splits()
 
     @staticmethod
     def _group_by_source(pairs: list[Pair]) -> list[tuple[str, list[str], list[Pair]]]:
