@@ -369,7 +369,11 @@ def test_two_workers_share_one_study_with_per_trial_thread_budgets(tmp_path):
         name: [line for line in out.splitlines() if "trial" in line]
         for name, (out, _) in outputs.items()
     }
-    assert set(by_worker) == set(budget), logs  # both workers ran trials
+    # Both joined the one study; which ran how many depends on their start-up times (on a busy
+    # machine the later one may find every trial taken, and then must run none).
+    for name in workers:
+        assert any("study parity-random in sqlite" in line for line in logs[name]), logs
+    assert set(by_worker) <= set(budget) and by_worker, logs
     for pid, threads in by_worker.items():
         assert set(threads) == {budget[pid]}, pid
 
