@@ -86,24 +86,31 @@ def pretrain(out: str, minutes: float, max_tokens: int | None) -> dict:
     }
 
 
-def lm_fine_tune(out: str, lm_ckpt: str, seed: int, epochs: int | None, extra: list) -> dict:
-    """ULMFiT's second stage: the LM on the seed's training sentences."""
+def sentiment_stage(
+    out: str, seed: int, epochs: int | None, overrides: list
+) -> tuple[dict, dict, float]:
+    """One run on the shared sentiment data: (metrics, built objects, CPU seconds)."""
     cfg = compose_config(
         *QUIET,
         *RUN,
-        "experiment=lm_on_sentiment",
         f"data.path={SENTIMENT}",
-        f"model.init_from={lm_ckpt}",
         f"seed={seed}",
         *([f"trainer.max_epochs={epochs}"] if epochs else []),
-        *extra,
+        *overrides,
         output_dir=out,
     )
     start = time.process_time()
     metrics, objects = train_with_callbacks(cfg)
+    return metrics, objects, time.process_time() - start
+
+
+def lm_fine_tune(out: str, lm_ckpt: str, seed: int, epochs: int | None, extra: list) -> dict:
+    """ULMFiT's second stage: the LM on the seed's training sentences."""
+    overrides = ["experiment=lm_on_sentiment", f"model.init_from={lm_ckpt}", *extra]
+    metrics, objects, seconds = sentiment_stage(out, seed, epochs, overrides)
     return {
         "ckpt": str(Path(out) / "checkpoints" / "best.ckpt"),
-        "cpu_seconds": time.process_time() - start,
+        "cpu_seconds": seconds,
         "val_ppl": math.exp(metrics.get("val/loss_best", math.nan)),
         "epochs": objects["trainer"].current_epoch,
     }
@@ -115,24 +122,13 @@ def fine_tune(out: str, lm_ckpt: str | None, seed: int, epochs: int | None, extr
         if lm_ckpt
         else ["module.freeze_epochs=0", "module.layer_lr_decay=1.0"]
     )
-    cfg = compose_config(
-        *QUIET,
-        *RUN,
-        "experiment=sentiment_transfer",
-        f"data.path={SENTIMENT}",
-        f"seed={seed}",
-        *([f"trainer.max_epochs={epochs}"] if epochs else []),
-        *extra,
-        *origin,
-        output_dir=out,
-    )
-    start = time.process_time()
-    metrics, _ = train_with_callbacks(cfg)
+    overrides = ["experiment=sentiment_transfer", *extra, *origin]
+    metrics, _, seconds = sentiment_stage(out, seed, epochs, overrides)
     return {
         "acc": metrics["test/acc"],
         "f1": metrics["test/f1"],
         "val_acc": metrics.get("val/acc_best", math.nan),
-        "cpu_seconds": time.process_time() - start,
+        "cpu_seconds": seconds,
     }
 
 
