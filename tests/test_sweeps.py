@@ -404,3 +404,23 @@ def test_pareto_sweep_lists_a_front_of_metric_against_parameters(tmp_path):
         assert any(a >= acc and p <= params and (a, p) != (acc, params) for a, p in values.values())
     summary = (sweep / "summary.md").read_text()
     assert "Pareto front (val/parity_acc max, params min)" in summary
+
+
+def test_a_pruning_metric_the_task_does_not_log_names_the_key_and_the_logged_ones():
+    from types import SimpleNamespace
+
+    from rnnlab.errors import ConfigError
+    from rnnlab.sweeps import TrialReporting, reporting_to
+
+    class Reporter:
+        def report(self, epoch: int, value: float) -> bool:
+            return False
+
+        def record(self, facts: dict) -> None:
+            pass
+
+    trainer = SimpleNamespace(
+        sanity_checking=False, current_epoch=0, callback_metrics={"val/char_acc": 0.5}
+    )
+    with reporting_to(Reporter()), pytest.raises(ConfigError, match="pruning_metric.*val/char_acc"):
+        TrialReporting("val/char_accuracy").on_validation_end(trainer, None)

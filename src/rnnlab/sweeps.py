@@ -28,6 +28,8 @@ import torch
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from rnnlab.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 RESULTS_FILE = "optimization_results.yaml"  # the Optuna sweeper's study-level results
@@ -68,11 +70,11 @@ def reporting_to(reporter: TrialReporter) -> Iterator[None]:
 
 def trial_callbacks(cfg: DictConfig) -> list[pl.Callback]:
     """What `train` adds to the Trainer: a reporting callback inside a sweeper's trial."""
-    return [TrialReporting(cfg.optimized_metric)] if _reporter is not None else []
+    return [TrialReporting(cfg.pruning_metric)] if _reporter is not None else []
 
 
 class TrialReporting(pl.Callback):
-    """Reports `monitor` after each validation epoch and raises TrialPruned when told to stop.
+    """Reports `monitor` (the config's pruning_metric) after each validation epoch and raises TrialPruned when told to stop.
 
     It looks the reporter up at each call instead of holding it: under `ddp_spawn` the callback
     is copied into worker processes, which have none, so there it does nothing."""
@@ -91,9 +93,15 @@ class TrialReporting(pl.Callback):
         self.epoch_start = time.perf_counter()
 
     def on_validation_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        value = trainer.callback_metrics.get(self.monitor)
-        if trainer.sanity_checking or _reporter is None or value is None:
+        if trainer.sanity_checking or _reporter is None:
             return
+        value = trainer.callback_metrics.get(self.monitor)
+        if value is None:
+            logged = ", ".join(sorted(key for key in trainer.callback_metrics if "/" in key))
+            raise ConfigError(
+                f"pruning_metric: {self.monitor!r} is not logged by this task; set it to one of:"
+                f" {logged}"
+            )
         self.epoch_seconds.append(time.perf_counter() - self.epoch_start)
         _reporter.record({"seconds_per_epoch": sum(self.epoch_seconds) / len(self.epoch_seconds)})
         epoch = trainer.current_epoch + 1
