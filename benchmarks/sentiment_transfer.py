@@ -19,7 +19,7 @@ seeds measure different splits as well as different initialisations.
     python benchmarks/sentiment_transfer.py --lm-minutes 20 --seeds 0 1 2
     python benchmarks/sentiment_transfer.py --lm-ckpt outputs/book/<run>/checkpoints/best.ckpt
     python benchmarks/sentiment_transfer.py --lm-ckpt <ckpt> --set model.pooling=concat
-    python benchmarks/sentiment_transfer.py --lm-minutes 0.5 --lm-max-tokens 50000 --epochs 1
+    python benchmarks/sentiment_transfer.py --lm-minutes 0.5 --lm-first-tokens 50000 --epochs 1
 """
 
 from __future__ import annotations
@@ -63,14 +63,14 @@ class CpuBudget(pl.Callback):
             trainer.should_stop = True
 
 
-def pretrain(out: str, minutes: float, max_tokens: int | None) -> dict:
+def pretrain(out: str, minutes: float, first_tokens: int | None) -> dict:
     paths = ",".join(str(path) for path in LM_FILES)
     cfg = compose_config(
         *QUIET,
         *RUN,
         "experiment=lm_for_transfer",
         f"data.path=[{paths}]",
-        f"data.max_tokens={max_tokens if max_tokens else 'null'}",
+        f"data.first_tokens={first_tokens if first_tokens else 'null'}",
         "trainer.max_epochs=-1",
         "trainer.min_epochs=0",  # else Lightning ignores should_stop until an epoch is done
         output_dir=out,
@@ -141,7 +141,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--lm-minutes", type=float, default=20, help="CPU minutes of pretraining")
-    parser.add_argument("--lm-max-tokens", type=int, help="pretrain on the first N tokens only")
+    parser.add_argument("--lm-first-tokens", type=int, help="pretrain on the first N tokens only")
     parser.add_argument("--lm-ckpt", help="skip pretraining: fine-tune from this LM checkpoint")
     parser.add_argument(
         "--target-lm-epochs",
@@ -182,7 +182,10 @@ def main() -> None:
     lm_ckpt = args.lm_ckpt
     if lm_ckpt is None:
         lm = run(
-            "pretrain", out=str(out / "lm"), minutes=args.lm_minutes, max_tokens=args.lm_max_tokens
+            "pretrain",
+            out=str(out / "lm"),
+            minutes=args.lm_minutes,
+            first_tokens=args.lm_first_tokens,
         )
         lm_ckpt, lm_cpu = lm["ckpt"], lm["cpu_seconds"]
         print(

@@ -81,6 +81,19 @@ def test_file_without_markers_is_used_whole_and_logged(tmp_path, caplog):
     assert "no Gutenberg" in caplog.text and str(path) in caplog.text
 
 
+def test_first_tokens_cuts_the_text_and_its_old_name_still_works_with_a_message(tmp_path, caplog):
+    path = tmp_path / "plain.txt"
+    path.write_text("one two three four five six seven eight nine ten " * 20)
+    lengths = {}
+    for option in ("first_tokens", "max_tokens"):
+        with caplog.at_level(logging.WARNING):
+            data = BookData(path=str(path), level="word", seq_len=2, **{option: 40})
+        data.setup()
+        lengths[option] = sum(len(stream) for stream in data.streams.values())
+    assert lengths == {"first_tokens": 40, "max_tokens": 40}
+    assert "data.max_tokens is deprecated" in caplog.text and "data.first_tokens=40" in caplog.text
+
+
 def test_non_utf8_empty_and_missing_files_are_data_errors(tmp_path):
     bad = tmp_path / "latin1.txt"
     bad.write_bytes(b"good line\ncaf\xe9\n")
@@ -379,7 +392,7 @@ def test_short_real_run_on_a_slice_of_a_shared_book(tmp_path):
         f"data.path={SHARED_DATA / 'books' / 'pg11_alice_in_wonderland.txt'}",
         "data.level=word",
         "data.lowercase=true",
-        "data.max_tokens=8000",
+        "data.first_tokens=8000",
         "data.seq_len=20",
         "data.batch_size=32",
         "model.embedding_dim=32",

@@ -107,7 +107,8 @@ class LastCheckpoint(Checkpoint):
             or self._saved_step == trainer.global_step
         ):
             return
-        trainer.save_checkpoint(self.path)
+        # the whole training state (optimizer, loops, loader position), not weights only
+        trainer.save_checkpoint(self.path, weights_only=False)
         self._saved_at = time.monotonic()
         self._saved_step = trainer.global_step
 

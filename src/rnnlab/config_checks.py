@@ -192,6 +192,7 @@ RULES: tuple[tuple[str, Rule], ...] = (
     ("data.streaming", Rule("true or false", lambda value: isinstance(value, bool))),
     ("data.vocab_pairs", integer(1, null=True)),
     ("data.vocab_tokens", integer(1, null=True)),
+    ("data.first_tokens", integer(1, null=True)),
     ("data.shard_workers", integer(0, null=True)),
 )
 

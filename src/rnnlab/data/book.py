@@ -179,14 +179,22 @@ class BookData(TaskDataModule):
         stateful: bool = False,
         val_fraction: float = 0.05,
         test_fraction: float = 0.05,
-        max_tokens: int | None = None,
+        first_tokens: int | None = None,
         sample_length: int = 200,
         encoding: str = "utf-8",
         streaming: bool = False,
         vocab_tokens: int | None = 10_000_000,
+        max_tokens: int | None = None,
         **loader_options,
     ):
         super().__init__(**loader_options)
+        if max_tokens is not None:  # the name until #18 gave it tokens per batch (translate, chat)
+            log.warning(
+                "data.max_tokens is deprecated for task=book and goes in the next release: use "
+                "data.first_tokens=%s (only the first N tokens of the text)",
+                max_tokens,
+            )
+            first_tokens = max_tokens
         check_streaming(streaming, vocab_tokens=vocab_tokens)
         require(
             not (streaming and stateful),
@@ -203,7 +211,7 @@ class BookData(TaskDataModule):
             f"must be null or more than {len(SPECIALS)} (the specials {SPECIALS}), got {max_vocab}",
         )
         check_fractions(val_fraction, test_fraction)
-        require_positive(max_tokens, "data.max_tokens", null=True)
+        require_positive(first_tokens, "data.first_tokens", null=True)
         require_positive(sample_length, "data.sample_length")
         if path is None:
             _check_gutenberg_ids(list(gutenberg_ids or []))
@@ -217,7 +225,7 @@ class BookData(TaskDataModule):
         self.max_vocab, self.min_count = max_vocab, min_count
         self.seq_len, self.stateful = seq_len, stateful
         self.fractions = (val_fraction, test_fraction)
-        self.max_tokens = max_tokens
+        self.first_tokens = first_tokens
         self.sample_length, self.encoding = sample_length, encoding
         self.streaming, self.vocab_tokens = streaming, vocab_tokens
         self.streams: dict[str, Tensor] = {}
@@ -271,10 +279,10 @@ class BookData(TaskDataModule):
 
     # Tokens ----------------------------------------------------------------------------------
     def _fit_codec(self, text: str) -> tuple[Tensor, int, int]:
-        """The stream of `text` (at most `max_tokens` tokens) and where val and test start; the
+        """The stream of `text` (at most `first_tokens` tokens) and where val and test start; the
         codec is fitted on the training part unless one was given."""
         if self.level == "char":
-            codes = char_codes(text[: self.max_tokens] if self.max_tokens else text)
+            codes = char_codes(text[: self.first_tokens] if self.first_tokens else text)
             train_end, val_end = stream_split(len(codes), *self.fractions)
             if self.codec is None:
                 vocab = char_vocab(
@@ -282,7 +290,7 @@ class BookData(TaskDataModule):
                 )
                 self.codec = BookCodec(self.tokenizer, vocab)
             return self.codec.encode_chars(codes), train_end, val_end
-        tokens = self.tokenizer(text)[: self.max_tokens]
+        tokens = self.tokenizer(text)[: self.first_tokens]
         train_end, val_end = stream_split(len(tokens), *self.fractions)
         if self.codec is None:
             vocab = Vocab.build(
@@ -360,7 +368,7 @@ class BookData(TaskDataModule):
             "vocabulary": [self.max_vocab, self.min_count, self.vocab_tokens],
             "seq_len": self.seq_len,
             "split": [*self.fractions, self.seed],
-            "max_tokens": self.max_tokens,
+            "first_tokens": self.first_tokens,
             "encoding": self.encoding,
         }
 

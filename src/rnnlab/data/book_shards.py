@@ -62,7 +62,7 @@ def build_book_shards(
     samples: dict[str, list[int]] = {split: [] for split in writers}
     tokens = {split: 0 for split in writers}
     segment = SEGMENT_WINDOWS * module.seq_len
-    left = module.max_tokens
+    left = module.first_tokens
     columns = (TextColumn("building shards"), BarColumn(), MofNCompleteColumn())
     with Progress(*columns, TextColumn("books"), disable=not progress) as bar:
         task = bar.add_task("books", total=len(files))
