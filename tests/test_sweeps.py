@@ -424,3 +424,9 @@ def test_a_pruning_metric_the_task_does_not_log_names_the_key_and_the_logged_one
     )
     with reporting_to(Reporter()), pytest.raises(ConfigError, match="pruning_metric.*val/char_acc"):
         TrialReporting("val/char_accuracy").on_validation_end(trainer, None)
+
+
+def test_median_pruner_judges_small_sweeps_after_fewer_startup_trials():
+    from hydra_plugins.rnnlab_sweeper._loop import startup_trials
+
+    assert [startup_trials(n) for n in (4, 16, 20, 39, 40, 200)] == [1, 2, 2, 4, 5, 5]
