@@ -44,6 +44,8 @@ class Rows:
     def index_select(self, index: torch.Tensor) -> Rows:
         return Rows(self.rows.index_select(0, index))
 
+    select_hypotheses = index_select
+
 
 def table_step(tables: torch.Tensor):
     """Row b's next-token logits are tables[b, previous token]: tables (B, V, V) of log-probs."""
@@ -122,6 +124,20 @@ def test_batched_beam_search_equals_one_sentence_at_a_time():
         width = alone.shape[1]
         assert torch.equal(together[row, :width], alone[0])
         assert not together[row, width:].any()  # only <pad> after
+
+
+def test_beam_search_over_log_probabilities_skips_the_softmax_and_ranks_the_same():
+    torch.manual_seed(1)
+    log_probs = torch.randn(4, 9, 9).log_softmax(-1)  # an adaptive layer's output
+    logits = log_probs + 3 * torch.randn(4, 9, 1)  # the same distributions, unnormalised
+    options = dict(**SPECIALS, max_len=7, beam_size=3, start_tokens=starts(4), num_best=3)
+    expected, _ = beam_search(table_step(logits), Rows(torch.arange(4)), **options)
+    skipped, _ = beam_search(
+        table_step(log_probs), Rows(torch.arange(4)), normalized=True, **options
+    )
+    assert torch.equal(skipped, expected)
+    wrong, _ = beam_search(table_step(logits), Rows(torch.arange(4)), normalized=True, **options)
+    assert not torch.equal(wrong, expected)  # unnormalised logits do need the softmax
 
 
 # Sampling --------------------------------------------------------------------------------------

@@ -174,7 +174,12 @@ class DecodingOptions:
 
 
 class DecoderState(Protocol):
-    def index_select(self, index: Tensor) -> DecoderState: ...
+    def index_select(self, index: Tensor) -> DecoderState:
+        """Rows `index` (N,) of the batch, in that order (expanding or dropping inputs)."""
+
+    def select_hypotheses(self, index: Tensor) -> DecoderState:
+        """Rows `index`, each the row of another hypothesis of the same input (beam search):
+        what depends only on the input (e.g. encoder outputs) may stay as it is."""
 
 
 StepFn = Callable[[Tensor, Any], tuple[Tensor, Any, Tensor | None]]
@@ -363,6 +368,7 @@ class _Beams:
 
     size: int
     length_penalty: float
+    normalized: bool  # the step's logits are log-probabilities already
     sentence: Tensor  # (B_live,) index of each live sentence in the batch
     state: Any
     prev: Tensor  # (B_live * K,) each hypothesis's last token
@@ -373,7 +379,9 @@ class _Beams:
     weights: Tensor | None = None  # (B_live * K, T, S) when the decoder attends
 
     @classmethod
-    def start(cls, state: Any, start_tokens: Tensor, size: int, length_penalty: float) -> _Beams:
+    def start(
+        cls, state: Any, start_tokens: Tensor, size: int, length_penalty: float, normalized: bool
+    ) -> _Beams:
         sentence = torch.arange(len(start_tokens), device=start_tokens.device)
         rows = sentence.repeat_interleave(size)
         # Only hypothesis 0 is alive at the start, so the first step does not pick K copies.
@@ -383,6 +391,7 @@ class _Beams:
         return cls(
             size,
             length_penalty,
+            normalized,
             sentence,
             state.index_select(rows),
             prev,
@@ -403,11 +412,14 @@ class _Beams:
         K, live = self.size, len(self.sentence)  # noqa: N806 - the usual name
         # Each hypothesis's K best next tokens are the only candidates that can make the
         # sentence's top K: rank K x K candidates instead of K x V (no (rows, V) temporaries
-        # beyond the logits). log p = logit - logsumexp; ranking within a row needs no softmax.
+        # beyond the logits). log p = logit - logsumexp; ranking within a row needs no softmax,
+        # and log-probabilities need no logsumexp (a pass over (rows, V) per step).
         logits = logits.float()
         k = min(K, logits.size(-1))
         row_best, row_tokens = logits.topk(k, dim=-1)  # (live * K, k)
-        row_log_probs = row_best - logits.logsumexp(-1, keepdim=True)
+        row_log_probs = row_best
+        if not self.normalized:
+            row_log_probs = row_best - logits.logsumexp(-1, keepdim=True)
         # An ended hypothesis has one continuation, <pad>, at no cost.
         only_pad = torch.full_like(row_log_probs, float("-inf"))
         only_pad[:, 0] = 0.0
@@ -430,7 +442,7 @@ class _Beams:
             self.weights = (
                 step_weights if previous is None else torch.cat([previous[select], step_weights], 1)
             )
-        self.state = state.index_select(select)
+        self.state = state.select_hypotheses(select)
 
     def top(
         self, which: Tensor, n: int
@@ -480,6 +492,7 @@ def beam_search(
     max_len: int,
     length_penalty: float = 1.0,
     num_best: int = 1,
+    normalized: bool = False,
 ) -> tuple[Tensor, Tensor | None]:
     """Keep the `beam_size` best partial translations of every sentence, all sentences at once.
 
@@ -494,9 +507,10 @@ def beam_search(
     `greedy_decode`'s output: tokens (B * num_best, T <= max_len), rows b * num_best + i for
     sentence b, without <sos>, <pad> after <eos>, and their attention weights
     (B * num_best, T, S) (zeros after an end), or None when the decoder does not attend. With
-    beam_size=1 the tokens are exactly greedy decoding's.
+    beam_size=1 the tokens are exactly greedy decoding's. `normalized`: `step` returns
+    log-probabilities (an adaptive softmax, unconstrained), which spares a logsumexp per step.
     """
-    beams = _Beams.start(state, start_tokens, beam_size, length_penalty)
+    beams = _Beams.start(state, start_tokens, beam_size, length_penalty, normalized)
     best: list[list[tuple[Tensor, Tensor | None]]] = [[] for _ in start_tokens]
     for _ in range(max_len):
         logits, state, attention = step(beams.prev, beams.state)
@@ -628,11 +642,13 @@ def decode(
     unk_id: int | None = None,
     generator: torch.Generator | None = None,
     score: CandidateScorer | None = None,
+    log_probs: bool = False,
 ) -> tuple[Tensor, Tensor | None]:
     """Decode a batch from `start_tokens` (B,) as `options` say: a sample, the best of a beam
     search or greedily, under their constraints, or with `rerank=mmi` the best candidate by
-    `score` (which the model supplies). Returns tokens (B, T <= max_len) ending in <eos> then
-    <pad>, and attention weights (B, T, S) or None (always None when re-ranking)."""
+    `score` (which the model supplies). `log_probs`: `step`'s logits are log-probabilities.
+    Returns tokens (B, T <= max_len) ending in <eos> then <pad>, and attention weights
+    (B, T, S) or None (always None when re-ranking)."""
     if options.constrained:
         step = constrain_step(
             step,
@@ -653,6 +669,8 @@ def decode(
             state,
             beam_size=options.beam_size,
             length_penalty=options.length_penalty,
+            # banned tokens take their mass out of a row: the beam then renormalises
+            normalized=log_probs and not options.constrained,
             **common,
         )
     return greedy_decode(step, state, **common)

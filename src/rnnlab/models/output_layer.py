@@ -48,6 +48,7 @@ class FullSoftmax(nn.Linear):
     """Linear (F -> V) and the exact softmax cross-entropy."""
 
     supports_label_smoothing = True
+    logits_are_log_probs = False
 
     def logits(self, hidden: Tensor) -> Tensor:
         """hidden (..., F) -> logits (..., V)."""
@@ -135,6 +136,7 @@ class AdaptiveSoftmax(nn.AdaptiveLogSoftmaxWithLoss):
     would need every cluster's full distribution for every row, the cost this layer avoids."""
 
     supports_label_smoothing = False
+    logits_are_log_probs = True
 
     def logits(self, hidden: Tensor) -> Tensor:
         """hidden (..., F) -> log-probabilities (..., V)."""

@@ -102,6 +102,12 @@ class DecoderState:
             self.src_mask.index_select(0, index),
         )
 
+    def select_hypotheses(self, index: Tensor) -> DecoderState:
+        """Reorder among the hypotheses of each input (beam search): only the hidden state
+        differs between them, so the encoder's tensors are not copied at every step."""
+        hidden = map_state(self.hidden, lambda h: h.index_select(1, index))
+        return DecoderState(hidden, self.encoder_outputs, self.projected_keys, self.src_mask)
+
 
 class AutoregressiveDecoder(nn.Module):
     """Embedding of the previous token [+ attention context] -> RNN -> the vocabulary layer.
@@ -531,6 +537,7 @@ class Seq2Seq(nn.Module):
                 unk_id=self.unk_id,
                 generator=generator,
                 score=self._candidate_scorer(state) if self.reply_lm is not None else None,
+                log_probs=self.output_layer.logits_are_log_probs,
             )
         else:
             logits, weights = self(
