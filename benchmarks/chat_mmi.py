@@ -1,8 +1,9 @@
 """Chatbot replies on the test split: plain beam search and sampling against MMI re-ranking (#20).
 
-For each way of decoding, over every test tweet: distinct-1 and distinct-2 of the replies,
-sacreBLEU against the reference replies, and the perplexity of the chosen replies under the chat
-model itself (forward ppl, <eos> included: how much MMI trades likelihood for information). Then
+For each way of decoding, over every test tweet (`--split val`: validation, to choose options
+on): distinct-1 and distinct-2 of the replies, sacreBLEU against the reference replies, and the
+perplexity of the chosen replies under the chat model itself (forward ppl, <eos> included: how
+much MMI trades likelihood for information). Then
 five replies to each of the book's two prompts per way (one for a deterministic beam).
 
     python benchmarks/chat_mmi.py --ckpt outputs/chat/<run>/checkpoints/best.ckpt
@@ -66,7 +67,7 @@ def train(out: Path, overrides: list[str]) -> Path:
 
 
 @torch.inference_mode()
-def score_test_split(module, loader) -> dict[str, float]:
+def score_split(module, loader) -> dict[str, float]:
     """distinct-1/2, BLEU and the forward perplexity of the replies `module` decodes."""
     net, codec = module.net, module.codec
     distinct = {n: DistinctN(n, eos_id=net.eos_id, pad_id=net.pad_id) for n in (1, 2)}
@@ -97,6 +98,9 @@ def main() -> None:
     parser.add_argument("--row", action="append", default=[], help="name=opt=v,opt=v (repeat)")
     parser.add_argument("--only", action="store_true", help="only the --row rows")
     parser.add_argument("--replies", type=int, default=5, help="replies per book prompt")
+    parser.add_argument(
+        "--split", choices=("val", "test"), default="test", help="choose options on val first"
+    )
     parser.add_argument("--samples-only", action="store_true", help="only the prompts' replies")
     parser.add_argument("overrides", nargs="*", help="training overrides (with --train)")
     args = parser.parse_args()
@@ -110,10 +114,12 @@ def main() -> None:
     cfg, codec, module = load_checkpoint(ckpt)
     datamodule = build_datamodule(cfg, codec)
     datamodule.prepare_data()
-    datamodule.setup("test")
+    datamodule.setup()
+    test = args.split == "test"
+    tweets = datamodule.test_set if test else datamodule.val_set
     defaults = module.decoding
     formats = {"distinct-1": ".4f", "distinct-2": ".4f", "BLEU": ".3f", "forward ppl": ".1f"}
-    print(f"{ckpt}: {len(datamodule.test_set)} test tweets")
+    print(f"{ckpt}: {len(tweets)} {args.split} tweets")
     if not args.samples_only:
         print("| decoding | distinct-1 | distinct-2 | BLEU | forward ppl | seconds |")
         print("| --- | ---: | ---: | ---: | ---: | ---: |")
@@ -126,7 +132,8 @@ def main() -> None:
         if args.samples_only:
             continue
         start = time.perf_counter()
-        figures = score_test_split(module, datamodule.test_dataloader())
+        loader = datamodule.test_dataloader() if test else datamodule.val_dataloader()
+        figures = score_split(module, loader)
         seconds = time.perf_counter() - start
         values = " | ".join(format(figures[key], fmt) for key, fmt in formats.items())
         print(f"| {name} | {values} | {seconds:.0f} |", flush=True)
