@@ -3,8 +3,8 @@
 For each way of decoding, over every test tweet (`--split val`: validation, to choose options
 on): distinct-1 and distinct-2 of the replies, sacreBLEU against the reference replies, and the
 perplexity of the chosen replies under the chat model itself (forward ppl, <eos> included: how
-much MMI trades likelihood for information). Then
-five replies to each of the book's two prompts per way (one for a deterministic beam).
+much MMI trades likelihood for information). Then five replies to each of the book's two
+prompts per way (one for a deterministic beam).
 
     python benchmarks/chat_mmi.py --ckpt outputs/chat/<run>/checkpoints/best.ckpt
     python benchmarks/chat_mmi.py --train       # the default chat config on the shared files first
