@@ -1,7 +1,8 @@
 """Sentiment with language-model transfer (ULMFiT, #20) against the same model from scratch.
 
-1. Pretrain `experiment=lm_for_transfer` on the shared tweets + books (word level, lowercase) for
-   `--lm-minutes` of CPU time (or reuse `--lm-ckpt`).
+1. Pretrain `experiment=lm_for_transfer` on the shared tweets + books (word level, lowercase;
+   `--lm-everyday`: and the English side of the shared Tatoeba pairs) for `--lm-minutes` of CPU
+   time (or reuse `--lm-ckpt`).
 2. Per seed, fine-tune that LM on the training sentences of the seed's sentiment split
    (`experiment=lm_on_sentiment`, ULMFiT's target-task LM fine-tuning; `--target-lm-epochs 0`
    skips it).
@@ -17,6 +18,7 @@ effort: pretraining + target LM + classifier). Every stage runs in a fresh proce
 seeds measure different splits as well as different initialisations.
 
     python benchmarks/sentiment_transfer.py --lm-minutes 20 --seeds 0 1 2
+    python benchmarks/sentiment_transfer.py --lm-minutes 20 --lm-everyday --seeds 0 1 2
     python benchmarks/sentiment_transfer.py --lm-ckpt outputs/book/<run>/checkpoints/best.ckpt
     python benchmarks/sentiment_transfer.py --lm-ckpt <ckpt> --set model.pooling=concat
     python benchmarks/sentiment_transfer.py --lm-minutes 0.5 --lm-first-tokens 50000 --epochs 1
@@ -45,6 +47,20 @@ LM_FILES = [
     SHARED / "books",
 ]
 SENTIMENT = SHARED / "sentiment"
+TATOEBA = SHARED / "translate" / "spa-eng" / "spa.txt"  # English<TAB>Spanish per line
+
+
+def english_side(folder: Path) -> Path:
+    """The English sentences of the shared Tatoeba pairs as a text file in `folder` (107k
+    short everyday sentences: "I like this phone.", nearer to reviews than old novels)."""
+    path = folder / "tatoeba_en.txt"
+    if not path.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        lines = TATOEBA.read_text(encoding="utf-8").splitlines()
+        path.write_text("\n".join(line.split("\t")[0] for line in lines) + "\n", encoding="utf-8")
+    return path
+
+
 RUN = ["logger=none", "callbacks.samples=null", "diagnosis.enabled=false"]
 
 
@@ -63,8 +79,11 @@ class CpuBudget(pl.Callback):
             trainer.should_stop = True
 
 
-def pretrain(out: str, minutes: float, first_tokens: int | None) -> dict:
-    paths = ",".join(str(path) for path in LM_FILES)
+def pretrain(out: str, minutes: float, first_tokens: int | None, everyday: bool) -> dict:
+    files = (
+        LM_FILES[:2] + [english_side(Path(out) / "corpus")] + LM_FILES[2:] if everyday else LM_FILES
+    )
+    paths = ",".join(str(path) for path in files)
     cfg = compose_config(
         *QUIET,
         *RUN,
@@ -144,6 +163,11 @@ def main() -> None:
     parser.add_argument("--lm-first-tokens", type=int, help="pretrain on the first N tokens only")
     parser.add_argument("--lm-ckpt", help="skip pretraining: fine-tune from this LM checkpoint")
     parser.add_argument(
+        "--lm-everyday",
+        action="store_true",
+        help="pretrain on the English side of the shared Tatoeba pairs too (after the tweets)",
+    )
+    parser.add_argument(
         "--target-lm-epochs",
         type=int,
         help="epochs of LM fine-tuning on the training sentences (default: the preset's; 0: skip)",
@@ -186,10 +210,12 @@ def main() -> None:
             out=str(out / "lm"),
             minutes=args.lm_minutes,
             first_tokens=args.lm_first_tokens,
+            everyday=args.lm_everyday,
         )
         lm_ckpt, lm_cpu = lm["ckpt"], lm["cpu_seconds"]
         print(
-            f"LM pretraining (experiment=lm_for_transfer, shared tweets + books): "
+            f"LM pretraining (experiment=lm_for_transfer, shared tweets "
+            f"{'+ Tatoeba English ' if args.lm_everyday else ''}+ books): "
             f"{lm['epochs']} full epochs, best validation perplexity {lm['val_ppl']:.1f}, "
             f"test {lm['test_ppl']:.1f}, {lm_cpu:.0f} CPU s\n  {lm_ckpt}",
             flush=True,
