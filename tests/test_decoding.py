@@ -133,10 +133,10 @@ def test_beam_search_over_log_probabilities_skips_the_softmax_and_ranks_the_same
     options = dict(**SPECIALS, max_len=7, beam_size=3, start_tokens=starts(4), num_best=3)
     expected, _ = beam_search(table_step(logits), Rows(torch.arange(4)), **options)
     skipped, _ = beam_search(
-        table_step(log_probs), Rows(torch.arange(4)), normalized=True, **options
+        table_step(log_probs), Rows(torch.arange(4)), log_probs=True, **options
     )
     assert torch.equal(skipped, expected)
-    wrong, _ = beam_search(table_step(logits), Rows(torch.arange(4)), normalized=True, **options)
+    wrong, _ = beam_search(table_step(logits), Rows(torch.arange(4)), log_probs=True, **options)
     assert not torch.equal(wrong, expected)  # unnormalised logits do need the softmax
 
 

@@ -368,7 +368,7 @@ class _Beams:
 
     size: int
     length_penalty: float
-    normalized: bool  # the step's logits are log-probabilities already
+    log_probs: bool  # the step's logits are log-probabilities already
     sentence: Tensor  # (B_live,) index of each live sentence in the batch
     state: Any
     prev: Tensor  # (B_live * K,) each hypothesis's last token
@@ -380,7 +380,7 @@ class _Beams:
 
     @classmethod
     def start(
-        cls, state: Any, start_tokens: Tensor, size: int, length_penalty: float, normalized: bool
+        cls, state: Any, start_tokens: Tensor, size: int, length_penalty: float, log_probs: bool
     ) -> _Beams:
         sentence = torch.arange(len(start_tokens), device=start_tokens.device)
         rows = sentence.repeat_interleave(size)
@@ -391,7 +391,7 @@ class _Beams:
         return cls(
             size,
             length_penalty,
-            normalized,
+            log_probs,
             sentence,
             state.index_select(rows),
             prev,
@@ -418,7 +418,7 @@ class _Beams:
         k = min(K, logits.size(-1))
         row_best, row_tokens = logits.topk(k, dim=-1)  # (live * K, k)
         row_log_probs = row_best
-        if not self.normalized:
+        if not self.log_probs:
             row_log_probs = row_best - logits.logsumexp(-1, keepdim=True)
         # An ended hypothesis has one continuation, <pad>, at no cost.
         only_pad = torch.full_like(row_log_probs, float("-inf"))
@@ -492,7 +492,7 @@ def beam_search(
     max_len: int,
     length_penalty: float = 1.0,
     num_best: int = 1,
-    normalized: bool = False,
+    log_probs: bool = False,
 ) -> tuple[Tensor, Tensor | None]:
     """Keep the `beam_size` best partial translations of every sentence, all sentences at once.
 
@@ -507,10 +507,10 @@ def beam_search(
     `greedy_decode`'s output: tokens (B * num_best, T <= max_len), rows b * num_best + i for
     sentence b, without <sos>, <pad> after <eos>, and their attention weights
     (B * num_best, T, S) (zeros after an end), or None when the decoder does not attend. With
-    beam_size=1 the tokens are exactly greedy decoding's. `normalized`: `step` returns
+    beam_size=1 the tokens are exactly greedy decoding's. `log_probs`: `step` returns
     log-probabilities (an adaptive softmax, unconstrained), which spares a logsumexp per step.
     """
-    beams = _Beams.start(state, start_tokens, beam_size, length_penalty, normalized)
+    beams = _Beams.start(state, start_tokens, beam_size, length_penalty, log_probs)
     best: list[list[tuple[Tensor, Tensor | None]]] = [[] for _ in start_tokens]
     for _ in range(max_len):
         logits, state, attention = step(beams.prev, beams.state)
@@ -670,7 +670,7 @@ def decode(
             beam_size=options.beam_size,
             length_penalty=options.length_penalty,
             # banned tokens take their mass out of a row: the beam then renormalises
-            normalized=log_probs and not options.constrained,
+            log_probs=log_probs and not options.constrained,
             **common,
         )
     return greedy_decode(step, state, **common)
