@@ -135,20 +135,45 @@ def lm_fine_tune(out: str, lm_ckpt: str, seed: int, epochs: int | None, extra: l
     }
 
 
-def fine_tune(out: str, lm_ckpt: str | None, seed: int, epochs: int | None, extra: list) -> dict:
+def fine_tune(
+    out: str, lm_ckpt: str | None, seed: int, epochs: int | None, extra: list, member: int = 0
+) -> dict:
+    """A classifier on split `seed`; ensemble member i > 0 initialises and shuffles with seed
+    `seed + 1000 i` (member 0 is the single run)."""
     origin = (
         [f"model.init_from={lm_ckpt}"]
         if lm_ckpt
         else ["module.freeze_epochs=0", "module.layer_lr_decay=1.0"]
     )
-    overrides = ["experiment=sentiment_transfer", *extra, *origin]
-    metrics, _, seconds = sentiment_stage(out, seed, epochs, overrides)
+    overrides = ["experiment=sentiment_transfer", *extra, *origin, f"data.seed={seed}"]
+    metrics, _, seconds = sentiment_stage(out, seed + 1000 * member, epochs, overrides)
     return {
         "acc": metrics["test/acc"],
         "f1": metrics["test/f1"],
         "val_acc": metrics.get("val/acc_best", math.nan),
         "cpu_seconds": seconds,
+        "ckpt": str(Path(out) / "checkpoints" / "best.ckpt"),
     }
+
+
+@torch.inference_mode()
+def ensemble_accuracy(ckpts: list[str]) -> float:
+    """Test accuracy of the classifiers' averaged class probabilities (one split)."""
+    from rnnlab.builder import build_datamodule
+    from rnnlab.inference import load_checkpoint
+
+    probs, targets = [], []
+    for ckpt in ckpts:
+        cfg, codec, module = load_checkpoint(ckpt)
+        datamodule = build_datamodule(cfg, codec)
+        datamodule.setup("test")
+        batches = list(datamodule.test_dataloader())
+        probs.append(torch.cat([module.predict_batch(batch)["probs"] for batch in batches]))
+        targets.append(torch.cat([batch["targets"] for batch in batches]))
+    if not all(torch.equal(targets[0], other) for other in targets):
+        raise RuntimeError("the classifiers' test sentences differ: not one split")
+    mean = torch.stack(probs).mean(0)
+    return float((mean.argmax(-1) == targets[0]).float().mean())
 
 
 def summary(runs: list[dict], key: str = "cpu_seconds") -> float:
@@ -185,6 +210,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="fine-tuning seeds")
     parser.add_argument("--epochs", type=int, help="classifier epochs (default: the preset's)")
     parser.add_argument("--no-scratch", action="store_true", help="transfer only")
+    parser.add_argument(
+        "--ensemble", type=int, default=1, help="classifiers per split, probabilities averaged"
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
     parser.add_argument("--out", help="where runs are written (default: a new temporary folder)")
     parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
@@ -221,6 +249,7 @@ def main() -> None:
             flush=True,
         )
     results: dict[str, list[dict]] = {"target_lm": [], "transfer": [], "scratch": []}
+    ensembles: dict[str, list[float]] = {"transfer": [], "scratch": []}
     for seed in args.seeds:
         classifier_lm = lm_ckpt
         if args.target_lm_epochs != 0:
@@ -243,20 +272,35 @@ def main() -> None:
         for name, origin in (("transfer", classifier_lm), ("scratch", None)):
             if name == "scratch" and args.no_scratch:
                 continue
-            result = run(
-                "classifier",
-                out=str(out / f"{name}-{seed}"),
-                lm_ckpt=origin,
-                seed=seed,
-                epochs=args.epochs,
-                extra=args.set,
-            )
+            members = [
+                run(
+                    "classifier",
+                    out=str(out / (f"{name}-{seed}" + (f"-{member}" if member else ""))),
+                    lm_ckpt=origin,
+                    seed=seed,
+                    epochs=args.epochs,
+                    extra=args.set,
+                    member=member,
+                )
+                for member in range(args.ensemble)
+            ]
+            result = members[0]
             results[name].append(result)
             print(
                 f"seed {seed}: {name} test accuracy {result['acc']:.3f} (validation "
                 f"{result['val_acc']:.3f}), {result['cpu_seconds']:.0f} CPU s",
                 flush=True,
             )
+            if args.ensemble > 1:
+                accuracy = ensemble_accuracy([member["ckpt"] for member in members])
+                ensembles[name].append(accuracy)
+                singles = ", ".join(f"{member['acc']:.3f}" for member in members)
+                print(
+                    f"seed {seed}: {name} ensemble of {args.ensemble} test accuracy "
+                    f"{accuracy:.3f} (members {singles}), "
+                    f"{sum(member['cpu_seconds'] for member in members):.0f} CPU s",
+                    flush=True,
+                )
     print(
         f"\nsentiment test accuracy ({' '.join(['experiment=sentiment_transfer', *args.set])} on "
         f"{SENTIMENT}, seeds {args.seeds}, {args.threads} thread(s))"
@@ -270,6 +314,12 @@ def main() -> None:
             f"  {name:8s} {summary(runs, 'acc'):.3f} (per seed {per_seed}), "
             f"F1 {summary(runs, 'f1'):.3f}, {summary(runs):.0f} CPU s per run"
         )
+        if ensembles[name]:
+            per_seed = ", ".join(f"{accuracy:.3f}" for accuracy in ensembles[name])
+            print(
+                f"  {name:8s} ensembles of {args.ensemble}: "
+                f"{statistics.fmean(ensembles[name]):.3f} (per seed {per_seed})"
+            )
     target_cpu, fine_cpu = summary(results["target_lm"]), summary(results["transfer"])
     total = lm_cpu + target_cpu + fine_cpu
     print(
