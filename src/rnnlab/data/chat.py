@@ -68,6 +68,11 @@ class ChatData(TranslationData):
 
     codec_class = ChatCodec
     original_references = False  # lowercase replies, scored against lowercased references
+    path_hint = (
+        "alternating tweet/reply lines like twitter_en.txt, or conversations separated by blank "
+        "lines"
+    )
+    path_counts = None  # any number of conversation files
 
     def __init__(
         self,
@@ -140,18 +145,6 @@ class ChatData(TranslationData):
 
     def _files(self) -> list[Path]:
         return self._path_files(self.path) if self.path else [self._download()]
-
-    def _path_files(self, path: str | Sequence[str]) -> list[Path]:
-        paths = [path] if isinstance(path, (str, Path)) else list(path)
-        files = [Path(p).expanduser() for p in paths]
-        for file in files:
-            if not file.is_file():
-                raise DataError(
-                    f"data.path: {file} does not exist or is not a file (alternating "
-                    "tweet/reply lines like twitter_en.txt, or conversations separated by "
-                    "blank lines)"
-                )
-        return files
 
     def read_pairs(self, files: Sequence[Path] | None = None) -> Iterator[tuple[str, str]]:
         """(tweet, reply) strings of every file, streamed, at most `max_pairs` in all."""

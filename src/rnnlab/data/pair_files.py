@@ -28,6 +28,13 @@ class PairFiles:
     (`corpus`, `path`, `url`, `data_dir`, languages, columns, `max_pairs`, `tokenizer`,
     `max_length`, `max_length_ratio`); chat overrides where its files differ."""
 
+    # What a data.path file should be, for the message when one is missing; how many it takes.
+    path_hint = (
+        "the book's corpus is spa.txt from manythings.org/anki; or use data.corpus=tatoeba to "
+        "download"
+    )
+    path_counts: tuple[int, ...] | None = (1, 2)  # one file (TSV or zip) or a Moses pair
+
     def _check_source(self, corpus: str, path: str | Sequence[str] | None) -> None:
         require_one_of(corpus, CORPORA, "data.corpus")
         require(
@@ -66,7 +73,7 @@ class PairFiles:
         """The files `data.path` names: one (TSV or zip) or a Moses pair [source, target]."""
         paths = [path] if isinstance(path, (str, Path)) else list(path)
         require(
-            len(paths) in (1, 2),
+            self.path_counts is None or len(paths) in self.path_counts,
             "data.path",
             f"give one file (TSV or zip) or a Moses pair [source, target], got {len(paths)} paths",
         )
@@ -74,8 +81,7 @@ class PairFiles:
         for file in files:
             if not file.is_file():
                 raise DataError(
-                    f"data.path: {file} does not exist or is not a file (the book's corpus is "
-                    "spa.txt from manythings.org/anki; or use data.corpus=tatoeba to download)"
+                    f"data.path: {file} does not exist or is not a file ({self.path_hint})"
                 )
         return files
 
