@@ -8,10 +8,10 @@ both are timed `--repeats` times, alternating, and the median ratio is the figur
 The two must give the same translations.
 
 Both do the same arithmetic per sentence (beam rows x decoder matrix products, full-vocabulary
-log-softmax; with `--output-layer adaptive` the head and narrower cluster projections instead
-of the 128 x V matrix), so the script also profiles one batched run and prints the time its
-matrix products alone take: one-at-a-time / that floor is the most any batching could reach on
-this machine.
+log-softmax; with `--output-layer adaptive` the head, and a rare-word cluster's projection only
+for the hypotheses whose cluster could still make their sentence's beam), so the script also
+profiles one batched run and prints the time its matrix products alone take: one-at-a-time /
+that floor is the most any batching could reach on this machine.
 
     python benchmarks/translate_beam.py [--ckpt <run>/checkpoints/last.ckpt] [--beam 5]
         [--sentences 200] [--batch-size 100] [--threads N] [--output-layer full|adaptive]

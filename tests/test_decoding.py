@@ -24,6 +24,7 @@ from rnnlab.models.decoding import (
     mask_after_eos,
     mmi_scores,
     sample_decode,
+    top_k_step,
 )
 
 PAD, UNK, SOS, EOS = 0, 1, 2, 3
@@ -36,15 +37,22 @@ def starts(rows: int = 1) -> torch.Tensor:
 
 
 class Rows:
-    """A toy decoder state: which table each row reads (B,); beam search reorders it."""
+    """A toy decoder state: which table each row reads (B * size,), `size` hypotheses per input;
+    beam search reorders it."""
 
-    def __init__(self, rows: torch.Tensor):
-        self.rows = rows
+    def __init__(self, rows: torch.Tensor, size: int = 1):
+        self.rows, self.size = rows, size
 
     def index_select(self, index: torch.Tensor) -> Rows:
-        return Rows(self.rows.index_select(0, index))
+        return Rows(self.rows.index_select(0, index), self.size)
 
     select_hypotheses = index_select
+
+    def expand_hypotheses(self, size: int) -> Rows:
+        return Rows(self.rows.repeat_interleave(size), size)
+
+    def select_inputs(self, inputs: torch.Tensor) -> Rows:
+        return Rows(self.rows.view(-1, self.size)[inputs].flatten(), self.size)
 
 
 def table_step(tables: torch.Tensor):
@@ -54,6 +62,11 @@ def table_step(tables: torch.Tensor):
         return tables[state.rows, prev], state, None
 
     return step
+
+
+def table_beam(tables: torch.Tensor):
+    """`table_step` as beam search calls it: each row's k best tokens."""
+    return top_k_step(table_step(tables))
 
 
 def fixed_step(logits: torch.Tensor):
@@ -102,9 +115,9 @@ def test_beam_search_finds_what_greedy_misses_and_size_one_is_greedy():
     options = dict(**SPECIALS, max_len=6, start_tokens=starts())
     greedy, _ = greedy_decode(table_step(tables), state, **options)
     assert greedy[0].tolist() == [4, EOS]  # the likelier first token: p = 0.55 * 0.24
-    beam, _ = beam_search(table_step(tables), state, beam_size=2, length_penalty=0.0, **options)
+    beam, _ = beam_search(table_beam(tables), state, beam_size=2, length_penalty=0.0, **options)
     assert beam[0].tolist() == [5, EOS]  # p = 0.45 * 0.99
-    one, _ = beam_search(table_step(tables), state, beam_size=1, **options)
+    one, _ = beam_search(table_beam(tables), state, beam_size=1, **options)
     assert torch.equal(one, greedy)
 
 
@@ -114,11 +127,11 @@ def test_batched_beam_search_equals_one_sentence_at_a_time():
     tables[:, :, EOS] += torch.linspace(-1, 2, 5)[:, None]  # rows end after different lengths
     options = dict(**SPECIALS, max_len=7, beam_size=3, length_penalty=1.0)
     together, _ = beam_search(
-        table_step(tables), Rows(torch.arange(5)), start_tokens=starts(5), **options
+        table_beam(tables), Rows(torch.arange(5)), start_tokens=starts(5), **options
     )
     for row in range(5):
         alone, _ = beam_search(
-            table_step(tables[row : row + 1]), Rows(torch.zeros(1, dtype=torch.long)),
+            table_beam(tables[row : row + 1]), Rows(torch.zeros(1, dtype=torch.long)),
             start_tokens=starts(), **options,
         )  # fmt: skip
         width = alone.shape[1]
@@ -126,18 +139,34 @@ def test_batched_beam_search_equals_one_sentence_at_a_time():
         assert not together[row, width:].any()  # only <pad> after
 
 
-def test_beam_search_over_log_probabilities_skips_the_softmax_and_ranks_the_same():
+def test_beam_search_takes_a_models_own_top_k_and_ranks_the_same():
     torch.manual_seed(1)
-    log_probs = torch.randn(4, 9, 9).log_softmax(-1)  # an adaptive layer's output
+    log_probs = torch.randn(4, 9, 9).log_softmax(-1)  # e.g. an adaptive layer's output
     logits = log_probs + 3 * torch.randn(4, 9, 1)  # the same distributions, unnormalised
+    left_out = []
+
+    def own_top_k(table, prune=False):
+        def best(prev, state: Rows, k, needed):
+            scores = table[state.rows, prev]
+            if prune:  # as a factorised layer may: find the best token, skip what cannot matter
+                found = scores.topk(k, dim=-1).values
+                found[:, 1:] = float("-inf")
+                unused = scores < needed(found)[:, None]
+                left_out.append(int(unused.sum()))
+                scores = scores.masked_fill(unused, float("-inf"))
+            values, ids = scores.topk(k, dim=-1)
+            return values, ids, state, None
+
+        return best
+
     options = dict(**SPECIALS, max_len=7, beam_size=3, start_tokens=starts(4), num_best=3)
-    expected, _ = beam_search(table_step(logits), Rows(torch.arange(4)), **options)
-    skipped, _ = beam_search(
-        table_step(log_probs), Rows(torch.arange(4)), log_probs=True, **options
-    )
-    assert torch.equal(skipped, expected)
-    wrong, _ = beam_search(table_step(logits), Rows(torch.arange(4)), log_probs=True, **options)
-    assert not torch.equal(wrong, expected)  # unnormalised logits do need the softmax
+    expected, _ = beam_search(table_beam(logits), Rows(torch.arange(4)), **options)
+    own, _ = beam_search(own_top_k(log_probs), Rows(torch.arange(4)), **options)
+    assert torch.equal(own, expected)
+    pruned, _ = beam_search(own_top_k(log_probs, prune=True), Rows(torch.arange(4)), **options)
+    assert torch.equal(pruned, expected) and sum(left_out) > 0
+    wrong, _ = beam_search(own_top_k(logits), Rows(torch.arange(4)), **options)
+    assert not torch.equal(wrong, expected)  # the beam adds log-probabilities, not logits
 
 
 # Sampling --------------------------------------------------------------------------------------
@@ -279,7 +308,7 @@ def test_mmi_with_lambda_zero_keeps_the_n_best_order_of_the_beam():
     tables[:, :, [PAD, SOS]] = float("-inf")  # never output: <pad> is what follows the end
     tables = tables.log_softmax(-1)
     state, common = Rows(torch.arange(4)), dict(start_tokens=starts(4), max_len=6, **SPECIALS)
-    n_best, _ = beam_search(table_step(tables), state, beam_size=5, num_best=5, **common)
+    n_best, _ = beam_search(table_beam(tables), state, beam_size=5, num_best=5, **common)
     assert n_best.shape[0] == 4 * 5
     # The N best come best first by the beam's own ranking, which is MMI's with lambda = 0 ...
     rows = torch.arange(4).repeat_interleave(5)

@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 
 from rnnlab.errors import ConfigError
 from rnnlab.inference import load_checkpoint, predict_texts
-from rnnlab.models.decoding import DecodingOptions
+from rnnlab.models.decoding import DecodingOptions, beam_search, top_k_step
 from rnnlab.models.language_model import RNNLanguageModel
 from rnnlab.models.output_layer import (
     OUTPUT_LAYERS,
@@ -150,6 +150,35 @@ def test_adaptive_log_probs_sum_to_one_and_its_loss_is_their_nll():
     torch.testing.assert_close(layer.loss(hidden, targets, ignore_index=0), nll)
 
 
+@pytest.mark.parametrize("k", [1, 5, 40])
+def test_adaptive_top_k_is_the_top_k_of_the_whole_table_scoring_only_rows_that_need_a_cluster(k):
+    torch.manual_seed(0)
+    layer = make_output_layer("adaptive", 32, 300, adaptive_cutoffs=[37, 150]).eval()
+    with torch.no_grad():  # clusters of rarer words, peaked enough to hold a row's best words
+        layer.head.bias[37:] = torch.tensor([1.0, -1.0])
+        for parameter in layer.tail.parameters():
+            parameter.mul_(4)
+    hidden = 3 * torch.randn(400, 32)
+    scored_rows = []
+    hooks = [
+        tail.register_forward_hook(lambda _, args, __: scored_rows.append(len(args[0])))
+        for tail in layer.tail
+    ]
+    with torch.no_grad():
+        values, ids = layer.top_k_log_probs(hidden, k)
+        for hook in hooks:
+            hook.remove()
+        table = layer.logits(hidden)
+    expected_values, expected_ids = table.topk(k, dim=-1)
+    torch.testing.assert_close(values, expected_values)
+    assert torch.equal(ids, expected_ids)
+    assert (ids >= 37).any()  # some rows' best words are in a cluster ...
+    if k < 37:  # ... and not every row scored both clusters
+        assert sum(scored_rows) < len(hidden)
+    else:  # more than the head's 37 words: every row needs the first cluster
+        assert scored_rows[0] == len(hidden)
+
+
 def test_default_cutoffs_follow_the_vocabulary_size():
     assert default_cutoffs(8126) == [1015, 4063]  # the translate target vocabulary
     assert default_cutoffs(2000) == [512, 1000] and default_cutoffs(1000) == [512]
@@ -242,6 +271,13 @@ def test_each_layer_learns_a_tiny_translation_task(toy_models, layer):
     assert exact_match(greedy["tokens"], tgt) >= 0.8
     beam = net.generate(src, lengths, DecodingOptions(beam_size=3))
     assert exact_match(beam["tokens"], tgt) >= 0.8
+    # The layer's own top-k (the adaptive one skips clusters that cannot matter) finds what a
+    # beam over every word's score finds.
+    every_word, _ = beam_search(
+        top_k_step(net.decoder.step), net._initial_state(src, lengths), start_tokens=torch.full((len(src),), 2),
+        beam_size=3, eos_id=3, pad_id=0, max_len=8,
+    )  # fmt: skip
+    assert torch.equal(every_word, beam["tokens"])
     assert beam["attention"].shape[:2] == beam["tokens"].shape
     one = net.generate(src, lengths, DecodingOptions(beam_size=1))["tokens"]
     assert torch.equal(one, greedy["tokens"])

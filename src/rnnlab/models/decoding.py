@@ -5,7 +5,9 @@ A decoder exposes `step(prev_tokens (B,), state) -> (logits (B, V), state, atten
 and a state with `index_select(index)` (reorders the batch dim, as beam search needs). Greedy
 decoding, sampling (temperature, top-k, top-p) and batched beam search share that contract,
 `constrain_step` wraps a step function so any of them avoids given tokens or repeats, and
-`decode` picks one of them for a set of options. With `rerank=mmi`, `decode` generates several
+`decode` picks one of them for a set of options. Beam search asks for each row's k best tokens
+only (`TopKStepFn`), which a model with a factorised vocabulary layer finds without scoring every
+word. With `rerank=mmi`, `decode` generates several
 candidates (draws or a beam's N best) and keeps the one with the best MMI score
 (`mmi_scores`), from per-token log-probabilities the model supplies (`CandidateScorer`).
 """
@@ -174,15 +176,49 @@ class DecodingOptions:
 
 
 class DecoderState(Protocol):
+    """A decoder's state over a batch of rows; beam search's rows are `size` hypotheses per
+    input, and what depends only on the input (e.g. encoder outputs) may stay one per input."""
+
     def index_select(self, index: Tensor) -> DecoderState:
         """Rows `index` (N,) of the batch, in that order (expanding or dropping inputs)."""
 
+    def expand_hypotheses(self, size: int) -> DecoderState:
+        """Each row as `size` hypotheses of its input: rows b * size + k (beam search)."""
+
     def select_hypotheses(self, index: Tensor) -> DecoderState:
-        """Rows `index`, each the row of another hypothesis of the same input (beam search):
-        what depends only on the input (e.g. encoder outputs) may stay as it is."""
+        """Rows `index`, each the row of another hypothesis of the same input."""
+
+    def select_inputs(self, inputs: Tensor) -> DecoderState:
+        """Only inputs `inputs` (N,), each with all its hypotheses."""
 
 
 StepFn = Callable[[Tensor, Any], tuple[Tensor, Any, Tensor | None]]
+
+#: Given each row's k best next tokens' log-probabilities found so far (B, k), the lowest log p
+#: a token of that row can still use (B,): beam search's bound for a `TopKStepFn`.
+Needed = Callable[[Tensor], Tensor]
+
+#: What beam search calls: (prev_tokens (B,), state, k, needed) -> the k most likely next
+#: tokens' log-probabilities (B, k) and ids (B, k), best first, the next state, attention
+#: (B, S) | None. Tokens below `needed`'s bound may be missing from a row (their places hold
+#: others, or -inf), so a model can score just what can matter; `top_k_step` derives an exact
+#: one from any `StepFn`.
+TopKStepFn = Callable[[Tensor, Any, int, Needed | None], tuple[Tensor, Tensor, Any, Tensor | None]]
+
+
+def top_k_step(step: StepFn) -> TopKStepFn:
+    """The beam's view of `step`: each row's k best tokens of log_softmax(logits)."""
+
+    def best(
+        prev: Tensor, state: Any, k: int, needed: Needed | None = None
+    ) -> tuple[Tensor, Tensor, Any, Tensor | None]:
+        logits, state, attention = step(prev, state)
+        logits = logits.float()
+        values, ids = logits.topk(min(k, logits.size(-1)), dim=-1)
+        # Ranking within a row needs no softmax: one logsumexp turns the k into log p.
+        return values - logits.logsumexp(-1, keepdim=True), ids, state, attention
+
+    return best
 
 
 def mask_after_eos(tokens: Tensor, eos_id: int, pad_id: int) -> Tensor:
@@ -368,7 +404,6 @@ class _Beams:
 
     size: int
     length_penalty: float
-    log_probs: bool  # the step's logits are log-probabilities already
     sentence: Tensor  # (B_live,) index of each live sentence in the batch
     state: Any
     prev: Tensor  # (B_live * K,) each hypothesis's last token
@@ -379,9 +414,7 @@ class _Beams:
     weights: Tensor | None = None  # (B_live * K, T, S) when the decoder attends
 
     @classmethod
-    def start(
-        cls, state: Any, start_tokens: Tensor, size: int, length_penalty: float, log_probs: bool
-    ) -> _Beams:
+    def start(cls, state: Any, start_tokens: Tensor, size: int, length_penalty: float) -> _Beams:
         sentence = torch.arange(len(start_tokens), device=start_tokens.device)
         rows = sentence.repeat_interleave(size)
         # Only hypothesis 0 is alive at the start, so the first step does not pick K copies.
@@ -391,9 +424,8 @@ class _Beams:
         return cls(
             size,
             length_penalty,
-            log_probs,
             sentence,
-            state.index_select(rows),
+            state.expand_hypotheses(size),
             prev,
             scores.view(-1),
             lengths=torch.zeros_like(prev),
@@ -405,31 +437,47 @@ class _Beams:
         """log p / length ** length_penalty: what hypotheses are ranked by."""
         return total / length.clamp(min=1).to(total.dtype) ** self.length_penalty
 
-    def extend(
-        self, logits: Tensor, attention: Tensor | None, state: Any, pad_id: int, eos_id: int
-    ) -> None:
-        """Keep each sentence's K best one-token extensions of its hypotheses."""
-        K, live = self.size, len(self.sentence)  # noqa: N806 - the usual name
-        # Each hypothesis's K best next tokens are the only candidates that can make the
-        # sentence's top K: rank K x K candidates instead of K x V (no (rows, V) temporaries
-        # beyond the logits). log p = logit - logsumexp; ranking within a row needs no softmax,
-        # and log-probabilities need no logsumexp (a pass over (rows, V) per step).
-        logits = logits.float()
-        k = min(K, logits.size(-1))
-        row_best, row_tokens = logits.topk(k, dim=-1)  # (live * K, k)
-        row_log_probs = row_best
-        if not self.log_probs:
-            row_log_probs = row_best - logits.logsumexp(-1, keepdim=True)
-        # An ended hypothesis has one continuation, <pad>, at no cost.
+    def _ranked(self, row_log_probs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Each hypothesis's one-token extensions from its k best next tokens' log-probabilities
+        (live * K, k): their total log p (live * K, k), new lengths (live * K,) and ranking key
+        (live, K * k). An ended hypothesis has one continuation, <pad>, at no cost."""
         only_pad = torch.full_like(row_log_probs, float("-inf"))
         only_pad[:, 0] = 0.0
         row_log_probs = torch.where(self.ended[:, None], only_pad, row_log_probs)
-        row_tokens = row_tokens.masked_fill(self.ended[:, None], pad_id)
-        total = self.scores[:, None] + row_log_probs  # (live * K, k)
+        total = self.scores[:, None] + row_log_probs
         new_lengths = torch.where(self.ended, self.lengths, self.lengths + 1)
-        key = self.normalised(total, new_lengths[:, None]).view(live, K * k)
+        key = self.normalised(total, new_lengths[:, None]).view(len(self.sentence), -1)
+        return total, new_lengths, key
+
+    def needed(self, row_log_probs: Tensor) -> Tensor:
+        """The lowest log p a next token needs to make its sentence's K best, given each
+        hypothesis's k best tokens found so far (live * K, k) -> (live * K,) (+inf for ended
+        hypotheses): the sentence's K-th best key so far, as that row's log p (with a little
+        slack for rounding). `TopKStepFn`s may leave out tokens below it."""
+        _, new_lengths, key = self._ranked(row_log_probs)
+        kth = key.topk(self.size, dim=1).values[:, -1].repeat_interleave(self.size)
+        scale = new_lengths.clamp(min=1).to(kth.dtype) ** self.length_penalty
+        floor = kth * scale - self.scores - 1e-4
+        return floor.masked_fill(self.ended, float("inf"))
+
+    def extend(
+        self,
+        row_log_probs: Tensor,
+        row_tokens: Tensor,
+        attention: Tensor | None,
+        state: Any,
+        pad_id: int,
+        eos_id: int,
+    ) -> None:
+        """Keep each sentence's K best one-token extensions of its hypotheses, from each
+        hypothesis's k best next tokens (log-probabilities and ids, (live * K, k) each, k <= K):
+        the only candidates that can make the sentence's top K, so K x k are ranked, not K x V."""
+        K, live = self.size, len(self.sentence)  # noqa: N806 - the usual name
+        k = row_log_probs.size(-1)
+        total, new_lengths, key = self._ranked(row_log_probs)
+        row_tokens = row_tokens.masked_fill(self.ended[:, None], pad_id)
         choice = key.topk(K, dim=1).indices  # (live, K), best first
-        first_row = torch.arange(live, device=logits.device)[:, None] * K
+        first_row = torch.arange(live, device=total.device)[:, None] * K
         select = (first_row + choice // k).view(-1)  # the row each new hypothesis extends
         self.prev = row_tokens.view(live, -1).gather(1, choice).view(-1)
         self.scores = total.view(live, -1).gather(1, choice).view(-1)
@@ -465,7 +513,7 @@ class _Beams:
         """Remove the sentences `done` (B_live,) marks: the next steps cost only the rest."""
         rows = (~done).repeat_interleave(self.size).nonzero().flatten()
         self.sentence = self.sentence[~done]
-        self.state = self.state.index_select(rows)
+        self.state = self.state.select_inputs((~done).nonzero().flatten())
         self.prev, self.scores, self.lengths, self.ended, self.tokens = (
             x[rows] for x in (self.prev, self.scores, self.lengths, self.ended, self.tokens)
         )
@@ -482,7 +530,7 @@ def _padded(rows: Sequence[Tensor], pad_id: float) -> Tensor:
 
 @torch.no_grad()
 def beam_search(
-    step: StepFn,
+    step: TopKStepFn,
     state: Any,
     *,
     start_tokens: Tensor,
@@ -492,7 +540,6 @@ def beam_search(
     max_len: int,
     length_penalty: float = 1.0,
     num_best: int = 1,
-    log_probs: bool = False,
 ) -> tuple[Tensor, Tensor | None]:
     """Keep the `beam_size` best partial translations of every sentence, all sentences at once.
 
@@ -507,14 +554,16 @@ def beam_search(
     `greedy_decode`'s output: tokens (B * num_best, T <= max_len), rows b * num_best + i for
     sentence b, without <sos>, <pad> after <eos>, and their attention weights
     (B * num_best, T, S) (zeros after an end), or None when the decoder does not attend. With
-    beam_size=1 the tokens are exactly greedy decoding's. `log_probs`: `step` returns
-    log-probabilities (an adaptive softmax, unconstrained), which spares a logsumexp per step.
+    beam_size=1 the tokens are exactly greedy decoding's. `step` gives each hypothesis's
+    beam_size best next tokens (`top_k_step(logits_step)`, or a model's cheaper exact one).
     """
-    beams = _Beams.start(state, start_tokens, beam_size, length_penalty, log_probs)
+    beams = _Beams.start(state, start_tokens, beam_size, length_penalty)
     best: list[list[tuple[Tensor, Tensor | None]]] = [[] for _ in start_tokens]
     for _ in range(max_len):
-        logits, state, attention = step(beams.prev, beams.state)
-        beams.extend(logits, attention, state, pad_id, eos_id)
+        row_log_probs, row_tokens, state, attention = step(
+            beams.prev, beams.state, beam_size, beams.needed
+        )
+        beams.extend(row_log_probs, row_tokens, attention, state, pad_id, eos_id)
         done = beams.ended.view(-1, beam_size)[:, :num_best].all(1)
         if bool(done.any()):
             for sentence, hypotheses in beams.top(done, num_best):
@@ -551,11 +600,12 @@ def candidates(
     eos_id: int,
     pad_id: int,
     generator: torch.Generator | None = None,
+    best: TopKStepFn | None = None,
 ) -> tuple[Tensor, Tensor]:
     """`options.num_candidates` (N) outputs for each of the B inputs: N independent draws
-    (`options.sample`) or the N best of a beam search. Returns rows (B * N,), the input each
-    candidate answers (b * N + i belongs to input b), and tokens (B * N, T) ending in <eos>
-    then <pad>."""
+    (`options.sample`) or the N best of a beam search (stepping `best`, by default
+    `top_k_step(step)`). Returns rows (B * N,), the input each candidate answers (b * N + i
+    belongs to input b), and tokens (B * N, T) ending in <eos> then <pad>."""
     count = options.num_candidates
     rows = torch.arange(len(start_tokens), device=start_tokens.device).repeat_interleave(count)
     common = {"max_len": max_len, "eos_id": eos_id, "pad_id": pad_id}
@@ -570,7 +620,7 @@ def candidates(
         )
         return rows, tokens
     tokens, _ = beam_search(
-        step,
+        best or top_k_step(step),
         state,
         start_tokens=start_tokens,
         beam_size=options.beam_size,
@@ -607,9 +657,11 @@ def rerank_decode(
     eos_id: int,
     pad_id: int,
     generator: torch.Generator | None = None,
+    best: TopKStepFn | None = None,
 ) -> Tensor:
-    """The best of `options.num_candidates` candidates per input by `mmi_scores`, all scored in
-    one batch: tokens (B, T <= max_len) ending in <eos> then <pad>."""
+    """The best of `options.num_candidates` candidates per input (`candidates`) by
+    `mmi_scores`, all scored in one batch: tokens (B, T <= max_len) ending in <eos> then
+    <pad>."""
     rows, tokens = candidates(
         step,
         state,
@@ -619,6 +671,7 @@ def rerank_decode(
         eos_id=eos_id,
         pad_id=pad_id,
         generator=generator,
+        best=best,
     )
     forward, prior = score(rows, tokens)
     count = options.num_candidates
@@ -642,14 +695,17 @@ def decode(
     unk_id: int | None = None,
     generator: torch.Generator | None = None,
     score: CandidateScorer | None = None,
-    log_probs: bool = False,
+    best: TopKStepFn | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """Decode a batch from `start_tokens` (B,) as `options` say: a sample, the best of a beam
     search or greedily, under their constraints, or with `rerank=mmi` the best candidate by
-    `score` (which the model supplies). `log_probs`: `step`'s logits are log-probabilities.
+    `score` (which the model supplies). `best`: the model's own exact `TopKStepFn` for beam
+    search, cheaper than scoring the whole vocabulary (unconstrained beams only: a banned
+    token takes its mass out of a row, which then needs every word's score to renormalise).
     Returns tokens (B, T <= max_len) ending in <eos> then <pad>, and attention weights
     (B, T, S) or None (always None when re-ranking)."""
     if options.constrained:
+        best = None
         step = constrain_step(
             step,
             banned_ids=[unk_id] if options.suppress_unk and unk_id is not None else [],
@@ -660,17 +716,17 @@ def decode(
     common = {"start_tokens": start_tokens, "max_len": max_len, "eos_id": eos_id, "pad_id": pad_id}
     if options.rerank == "mmi":
         require(score is not None, "decoding.rerank", "this model cannot score candidates")
-        return rerank_decode(step, state, options, score, generator=generator, **common), None
+        return rerank_decode(
+            step, state, options, score, generator=generator, best=best, **common
+        ), None
     if options.sample:
         return sample_decode(step, state, options, generator=generator, **common)
     if options.beam_size > 1:
         return beam_search(
-            step,
+            best or top_k_step(step),
             state,
             beam_size=options.beam_size,
             length_penalty=options.length_penalty,
-            # banned tokens take their mass out of a row: the beam then renormalises
-            log_probs=log_probs and not options.constrained,
             **common,
         )
     return greedy_decode(step, state, **common)

@@ -3,8 +3,10 @@
 On a CPU this layer is most of the arithmetic of a word-level model, so it comes in three kinds
 (`model.output_layer`), each with the same two calls:
 - `loss(hidden, targets)`: the mean training loss;
-- `logits(hidden)`: scores over the whole vocabulary for evaluation and decoding (greedy, beam
-  search, sampling), log-probabilities up to a constant per row.
+- `logits(hidden)`: scores over the whole vocabulary for evaluation and decoding (greedy,
+  sampling), log-probabilities up to a constant per row;
+- `top_k_log_probs(hidden, k)`: each row's k most likely words and their exact log-probabilities
+  (beam search), which the adaptive layer finds without scoring the whole vocabulary.
 
 `full`: a linear layer and the exact softmax cross-entropy.
 `sampled`: the same linear layer (same parameters, same checkpoint keys); in training only, a
@@ -29,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnlab.errors import require
+from rnnlab.models.decoding import Needed
 
 OUTPUT_LAYERS = ("full", "sampled", "adaptive")
 ADAPTIVE_DIV = 4  # cluster i projects the features to in_features / 4**i (torch's default)
@@ -48,11 +51,19 @@ class FullSoftmax(nn.Linear):
     """Linear (F -> V) and the exact softmax cross-entropy."""
 
     supports_label_smoothing = True
-    logits_are_log_probs = False
 
     def logits(self, hidden: Tensor) -> Tensor:
         """hidden (..., F) -> logits (..., V)."""
         return self(hidden)
+
+    def top_k_log_probs(
+        self, hidden: Tensor, k: int, needed: Needed | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """hidden (N, F) -> the k most likely words' log-probabilities (N, k) and ids (N, k),
+        best first (`needed` is for layers that can skip words; this one scores them all)."""
+        logits = self(hidden).float()
+        values, ids = logits.topk(min(k, self.out_features), dim=-1)
+        return values - logits.logsumexp(-1, keepdim=True), ids
 
     def loss(
         self,
@@ -136,12 +147,49 @@ class AdaptiveSoftmax(nn.AdaptiveLogSoftmaxWithLoss):
     would need every cluster's full distribution for every row, the cost this layer avoids."""
 
     supports_label_smoothing = False
-    logits_are_log_probs = True
 
     def logits(self, hidden: Tensor) -> Tensor:
         """hidden (..., F) -> log-probabilities (..., V)."""
         log_probs = self.log_prob(hidden.reshape(-1, self.in_features))
         return log_probs.view(*hidden.shape[:-1], self.n_classes)
+
+    def top_k_log_probs(
+        self, hidden: Tensor, k: int, needed: Needed | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """hidden (N, F) -> the k most likely words' log-probabilities (N, k) and ids (N, k),
+        best first, the same as the top k of `logits` (up to ties) without building the
+        (N, V) table.
+
+        A word of cluster c has log p <= log p(cluster c), the head's entry. So the top k of
+        the head's words bound each row, and cluster c's projection and softmax run only for
+        the rows where log p(cluster c) beats that row's k-th best so far and the caller's
+        `needed` bound (from the head's k best, (N, k) -> (N,): a beam's sentence-level
+        floor): the few rows whose next word may be rare. Words below `needed` may be missing.
+        """
+        k = min(k, self.n_classes)
+        head = self.head(hidden).float().log_softmax(-1)  # (N, shortlist + clusters)
+        values, ids = head[:, : self.shortlist_size].topk(min(k, self.shortlist_size), dim=-1)
+        if values.size(1) < k:  # a head smaller than k: pad with impossible words
+            missing = k - values.size(1)
+            values = torch.cat([values, values.new_full((len(values), missing), -math.inf)], 1)
+            ids = torch.cat([ids, ids.new_zeros(len(ids), missing)], 1)
+        floor = needed(values) if needed is not None else None
+        for cluster, tail in enumerate(self.tail):
+            start, stop = self.cutoffs[cluster], self.cutoffs[cluster + 1]
+            cluster_log_p = head[:, self.shortlist_size + cluster]
+            useful = cluster_log_p > values[:, -1]
+            if floor is not None:
+                useful &= cluster_log_p >= floor
+            rows = useful.nonzero().squeeze(1)
+            if not len(rows):
+                continue
+            words = tail(hidden[rows]).float().log_softmax(-1)  # (r, stop - start)
+            best, best_ids = words.topk(min(k, stop - start), dim=-1)
+            merged = torch.cat([values[rows], best + cluster_log_p[rows, None]], 1)
+            merged_ids = torch.cat([ids[rows], best_ids + start], 1)
+            values[rows], order = merged.topk(k, dim=-1)
+            ids[rows] = merged_ids.gather(1, order)
+        return values, ids
 
     def loss(
         self,

@@ -25,7 +25,13 @@ from torch import Tensor, nn
 
 from rnnlab.errors import require, require_one_of, require_positive
 from rnnlab.models.attention import BahdanauAttention
-from rnnlab.models.decoding import CandidateScorer, DecodingOptions, decode, mask_after_eos
+from rnnlab.models.decoding import (
+    CandidateScorer,
+    DecodingOptions,
+    Needed,
+    decode,
+    mask_after_eos,
+)
 from rnnlab.models.language_model import RNNLanguageModel
 from rnnlab.models.output_layer import OutputLayer, make_output_layer, target_log_probs
 from rnnlab.models.rnn import State, cell_kind, last_layer_summary, make_rnn, map_state, run_rnn
@@ -83,30 +89,59 @@ def rnn_step(rnn: nn.Module, inputs: Tensor, state: State) -> tuple[Tensor, Stat
 class DecoderState:
     """What the autoregressive decoder carries between steps.
 
-    hidden (layers, B, H) or a pair for LSTM; encoder_outputs (B, S, He);
-    projected_keys (B, S, A) or None without attention; src_mask (B, S), True at real tokens.
+    hidden (layers, B * hypotheses, H) or a pair for LSTM: `hypotheses` consecutive rows per
+    input (1, or a beam's size), which share its encoder_outputs (B, S, He), projected_keys
+    (B, S, A) or None without attention, and src_mask (B, S), True at real tokens.
     """
 
     hidden: State
     encoder_outputs: Tensor
     projected_keys: Tensor | None
     src_mask: Tensor
+    hypotheses: int = 1
 
-    def index_select(self, index: Tensor) -> DecoderState:
-        """Reorder/expand the batch (beam search)."""
+    def with_hidden(
+        self, hidden: State, inputs: Tensor | None = None, hypotheses: int | None = None
+    ) -> DecoderState:
+        """This state with `hidden`, keeping the encoder's tensors of inputs `inputs` (N,)
+        (None: all) and `hypotheses` rows per input (None: as now)."""
+
+        def pick(x: Tensor) -> Tensor:
+            return x if inputs is None else x.index_select(0, inputs)
+
         keys = self.projected_keys
         return DecoderState(
-            map_state(self.hidden, lambda h: h.index_select(1, index)),
-            self.encoder_outputs.index_select(0, index),
-            keys.index_select(0, index) if keys is not None else None,
-            self.src_mask.index_select(0, index),
+            hidden,
+            pick(self.encoder_outputs),
+            pick(keys) if keys is not None else None,
+            pick(self.src_mask),
+            self.hypotheses if hypotheses is None else hypotheses,
+        )
+
+    def index_select(self, index: Tensor) -> DecoderState:
+        """Rows `index` (N,) of a state with one row per input (expanding or dropping inputs)."""
+        assert self.hypotheses == 1, "select whole inputs of a beam with select_inputs"
+        return self.with_hidden(map_state(self.hidden, lambda h: h.index_select(1, index)), index)
+
+    def expand_hypotheses(self, size: int) -> DecoderState:
+        """Each input's row as `size` hypotheses (rows b * size + k, beam search); the encoder's
+        tensors stay one per input."""
+        rows = torch.arange(self.src_mask.size(0), device=self.src_mask.device)
+        rows = rows.repeat_interleave(size)
+        return self.with_hidden(
+            map_state(self.hidden, lambda h: h.index_select(1, rows)), None, size
         )
 
     def select_hypotheses(self, index: Tensor) -> DecoderState:
         """Reorder among the hypotheses of each input (beam search): only the hidden state
         differs between them, so the encoder's tensors are not copied at every step."""
-        hidden = map_state(self.hidden, lambda h: h.index_select(1, index))
-        return DecoderState(hidden, self.encoder_outputs, self.projected_keys, self.src_mask)
+        return self.with_hidden(map_state(self.hidden, lambda h: h.index_select(1, index)))
+
+    def select_inputs(self, inputs: Tensor) -> DecoderState:
+        """Only inputs `inputs` (N,), with all their hypotheses (a beam drops finished ones)."""
+        size = self.hypotheses
+        rows = (inputs[:, None] * size + torch.arange(size, device=inputs.device)).flatten()
+        return self.with_hidden(map_state(self.hidden, lambda h: h.index_select(1, rows)), inputs)
 
 
 class AutoregressiveDecoder(nn.Module):
@@ -158,6 +193,16 @@ class AutoregressiveDecoder(nn.Module):
         features, next_state, weights = self.recur(self.dropout(self.embedding(prev_tokens)), state)
         return self.out.logits(self.output_features(features)), next_state, weights
 
+    def step_top_k(
+        self, prev_tokens: Tensor, state: DecoderState, k: int, needed: Needed | None = None
+    ) -> tuple[Tensor, Tensor, DecoderState, Tensor | None]:
+        """`step` for beam search (a `TopKStepFn`): prev_tokens (B,) -> the k most likely next
+        tokens' log-probabilities (B, k) and ids (B, k) (those the `needed` bound rules out may be
+        missing), next state, attention weights (B, S) or None."""
+        features, next_state, weights = self.recur(self.dropout(self.embedding(prev_tokens)), state)
+        log_probs, ids = self.out.top_k_log_probs(self.output_features(features), k, needed)
+        return log_probs, ids, next_state, weights
+
     def recur(
         self, inputs: Tensor, state: DecoderState
     ) -> tuple[Tensor, DecoderState, Tensor | None]:
@@ -166,16 +211,17 @@ class AutoregressiveDecoder(nn.Module):
         weights = None
         if self.attention is not None:
             hidden = state.hidden[0] if isinstance(state.hidden, tuple) else state.hidden
+            # An input's hypotheses attend together: queries (B, hypotheses, H) over its keys.
+            query = hidden[-1].view(-1, state.hypotheses, hidden.size(-1))
             context, weights = self.attention(
-                hidden[-1], state.projected_keys, state.encoder_outputs, state.src_mask
+                query, state.projected_keys, state.encoder_outputs, state.src_mask
             )
+            context, weights = context.flatten(0, 1), weights.flatten(0, 1)
             inputs = torch.cat([inputs, context], -1)
         output, hidden = rnn_step(self.rnn, inputs, state.hidden)
         if self.attention is not None:
             output = torch.cat([output, context], -1)
-        next_state = DecoderState(
-            hidden, state.encoder_outputs, state.projected_keys, state.src_mask
-        )
+        next_state = state.with_hidden(hidden)
         return output, next_state, weights
 
     def forward(
@@ -537,7 +583,7 @@ class Seq2Seq(nn.Module):
                 unk_id=self.unk_id,
                 generator=generator,
                 score=self._candidate_scorer(state) if self.reply_lm is not None else None,
-                log_probs=self.output_layer.logits_are_log_probs,
+                best=self.decoder.step_top_k,
             )
         else:
             logits, weights = self(
