@@ -79,7 +79,9 @@ class CpuBudget(pl.Callback):
             trainer.should_stop = True
 
 
-def pretrain(out: str, minutes: float, first_tokens: int | None, everyday: bool) -> dict:
+def pretrain(
+    out: str, minutes: float, first_tokens: int | None, everyday: bool, extra: list
+) -> dict:
     files = (
         LM_FILES[:2] + [english_side(Path(out) / "corpus")] + LM_FILES[2:] if everyday else LM_FILES
     )
@@ -92,6 +94,7 @@ def pretrain(out: str, minutes: float, first_tokens: int | None, everyday: bool)
         f"data.first_tokens={first_tokens if first_tokens else 'null'}",
         "trainer.max_epochs=-1",
         "trainer.min_epochs=0",  # else Lightning ignores should_stop until an epoch is done
+        *extra,
         output_dir=out,
     )
     start = time.process_time()
@@ -213,6 +216,11 @@ def main() -> None:
     parser.add_argument(
         "--ensemble", type=int, default=1, help="classifiers per split, probabilities averaged"
     )
+    parser.add_argument(
+        "--backward",
+        action="store_true",
+        help="every stage reads right to left (data.backward=true): ULMFiT's backward models",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
     parser.add_argument("--out", help="where runs are written (default: a new temporary folder)")
     parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
@@ -230,6 +238,7 @@ def main() -> None:
     def run(kind: str, **job) -> dict:
         return in_fresh_process(script, kind, json.dumps(job), "--threads", str(args.threads))
 
+    direction = ["data.backward=true"] if args.backward else []
     lm_cpu = 0.0
     lm_ckpt = args.lm_ckpt
     if lm_ckpt is None:
@@ -239,6 +248,7 @@ def main() -> None:
             minutes=args.lm_minutes,
             first_tokens=args.lm_first_tokens,
             everyday=args.lm_everyday,
+            extra=direction,
         )
         lm_ckpt, lm_cpu = lm["ckpt"], lm["cpu_seconds"]
         print(
@@ -259,7 +269,7 @@ def main() -> None:
                 lm_ckpt=lm_ckpt,
                 seed=seed,
                 epochs=args.target_lm_epochs,
-                extra=args.set_lm,
+                extra=[*direction, *args.set_lm],
             )
             results["target_lm"].append(target)
             classifier_lm = target["ckpt"]
@@ -279,7 +289,7 @@ def main() -> None:
                     lm_ckpt=origin,
                     seed=seed,
                     epochs=args.epochs,
-                    extra=args.set,
+                    extra=[*direction, *args.set],
                     member=member,
                 )
                 for member in range(args.ensemble)

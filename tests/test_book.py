@@ -236,6 +236,38 @@ def test_word_vocab_by_frequency_with_limits_and_unknown_prompt_note(tmp_path, c
         data.codec.encode_example("   ")
 
 
+def test_a_backward_book_reads_every_split_right_to_left_and_shows_text_in_reading_order(
+    tmp_path,
+):
+    path = tmp_path / "words.txt"
+    path.write_text("the cat sat on the mat .\n\nthen the dog ran off the mat .\n\n" * 20)
+    forward = BookData(path=str(path), level="word", seq_len=5)
+    backward = BookData(path=str(path), level="word", seq_len=5, backward=True)
+    forward.setup(), backward.setup()
+    assert backward.codec.vocab.itos == forward.codec.vocab.itos
+    for split, stream in forward.streams.items():
+        assert torch.equal(backward.streams[split], stream.flip(0))
+    codec = backward.codec
+    ids = codec.encode_example("the dog ran")["tokens"]
+    assert [codec.vocab.itos[i] for i in ids] == ["ran", "dog", "the"]
+    assert codec.text_of(ids.tolist()) == "the dog ran"
+    # A backward model continues a prompt leftwards: its answer is the text before the prompt.
+    generated = torch.tensor([codec.vocab.stoi[w] for w in ("then", "\n\n", ".", "mat")])
+    answer = codec.decode(codec.encode(["the dog ran"]), {"tokens": generated[None]})
+    assert answer == [forward.codec.text_of(generated.flip(0).tolist())]
+    ((prompt, truth),) = backward.sample_pairs("val", 1)
+    whole = forward.codec.text_of(forward.codec.encode_text(path.read_text()).tolist())
+    assert (truth + prompt).replace(" ", "") in whole.replace(" ", "")  # truth, then prompt
+    restored = type(codec).from_state(codec.state_dict())
+    assert restored.backward and torch.equal(
+        restored.encode_text("the mat"), codec.encode_text("the mat")
+    )
+    stale = BookData(path=str(path), level="word", seq_len=5)  # a forward run given its codec
+    stale.codec = codec
+    with pytest.raises(ConfigError, match="data.backward=true"):
+        stale.setup()
+
+
 # Model ----------------------------------------------------------------------------------------
 def test_language_model_shapes_and_tied_weights():
     net = RNNLanguageModel(11, embedding_dim=6, cell="gru", hidden_size=6, tie_weights=True)

@@ -52,6 +52,7 @@ def test_every_preset_passes(preset):
         ("decoding.beam_size=0", "decoding.beam_size: must be a positive integer, got 0"),
         ("decoding.top_k=[3,0]", "decoding.top_k: must be a positive integer, a list of them"),
         ("task=chat decoding.beam_size=5", "decoding.beam_size: sample=true draws one answer"),
+        ("task=book data.backward=yes", "data.backward: must be true or false, got 'yes'"),
     ],
 )
 def test_bad_value_names_key_value_and_what_is_allowed(override, shown):

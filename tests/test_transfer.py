@@ -156,6 +156,36 @@ def test_known_words_get_the_lm_rows_and_new_words_the_lm_mean_row(toy, caplog):
     assert torch.equal(module.net.head.weight, scratch.net.head.weight)  # the head is new
 
 
+def test_a_backward_classifier_reads_last_word_first_from_a_backward_language_model(toy, tmp_path):
+    with pytest.raises(ConfigError, match=r"model.init_from.*set data.backward=false"):
+        built(toy, f"model.init_from={toy['lm']}", "data.backward=true")
+    train_run(
+        tmp_path / "backward_lm",
+        "task=book",
+        f"data.path={toy['lm'].parents[2] / 'lm.txt'}",
+        "data.level=word",
+        "data.lowercase=true",
+        "data.seq_len=16",
+        "data.backward=true",
+        *SIZES,
+        "trainer.max_epochs=1",
+        "module.metrics.bpc=null",
+        "logger=none",
+        "callbacks.samples=null",
+        "diagnosis.enabled=false",
+        "test=false",
+    )
+    backward_lm = tmp_path / "backward_lm" / "checkpoints" / "best.ckpt"
+    with pytest.raises(ConfigError, match=r"model.init_from.*set data.backward=true"):
+        built(toy, f"model.init_from={backward_lm}")
+    datamodule, module = built(toy, f"model.init_from={backward_lm}", "data.backward=true")
+    _, weights = read_language_model(backward_lm, backward=True)
+    assert torch.equal(module.net.rnn.weight_hh_l0, weights["rnn.weight_hh_l0"])
+    codec = datamodule.codec
+    assert codec.tokens("The food was w3") == ["w3", "was", "food", "the"]
+    assert type(codec).from_state(codec.state_dict()).backward
+
+
 def test_a_deeper_or_bidirectional_model_takes_the_layers_that_fit(toy):
     _, weights = read_language_model(toy["lm"])
     _, module = built(toy, f"model.init_from={toy['lm']}", "model.num_layers=2")

@@ -190,6 +190,7 @@ RULES: tuple[tuple[str, Rule], ...] = (
     ("data.num_workers", integer()),
     ("data.bucket_batches", integer(null=True)),
     ("data.streaming", Rule("true or false", lambda value: isinstance(value, bool))),
+    ("data.backward", Rule("true or false", lambda value: isinstance(value, bool))),
     ("data.vocab_pairs", integer(1, null=True)),
     ("data.vocab_tokens", integer(1, null=True)),
     ("data.first_tokens", integer(1, null=True)),

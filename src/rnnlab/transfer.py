@@ -64,10 +64,12 @@ def match_key(token: str) -> str:
     return token.lower().replace("’", "'")
 
 
-def read_language_model(path: str | os.PathLike) -> tuple[list[str], dict[str, Tensor]]:
+def read_language_model(
+    path: str | os.PathLike, *, backward: bool = False
+) -> tuple[list[str], dict[str, Tensor]]:
     """(the LM's tokens by id, its net's tensors without the `net.` prefix) from a checkpoint;
     CheckpointError for an unreadable or untrusted file, ConfigError for one that holds no
-    word-level language model."""
+    word-level language model or one that reads the other way than `backward` says."""
     from rnnlab.builder import restore_codec  # here: the builder imports this module
 
     checkpoint = read_checkpoint(path)
@@ -87,6 +89,14 @@ def read_language_model(path: str | os.PathLike) -> tuple[list[str], dict[str, T
         KEY,
         f"{path} is a {level or 'non-word'}-level language model: its tokens are not words; "
         "train one with data.level=word",
+    )
+    lm_backward = bool(getattr(codec, "backward", False))
+    require(
+        lm_backward == backward,
+        KEY,
+        f"{path} reads {'right to left' if lm_backward else 'left to right'}, and this model "
+        f"the other way: set data.backward={str(lm_backward).lower()} (both directions of a "
+        "pair must match)",
     )
     return codec.vocab.itos, weights
 
@@ -211,5 +221,5 @@ def init_from_language_model(net: nn.Module, codec: Codec, path: str | os.PathLi
         KEY,
         f"needs a task whose model reads words of one vocabulary; {type(codec).__name__} has none",
     )
-    lm_tokens, weights = read_language_model(path)
+    lm_tokens, weights = read_language_model(path, backward=bool(getattr(codec, "backward", False)))
     return load_language_model(net, vocab, lm_tokens, weights, str(path))

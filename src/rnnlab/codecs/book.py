@@ -3,6 +3,10 @@ generated tokens back into text, streamed piece by piece.
 
 `\\n` (backslash, n) stands for a line break in both directions, so a prompt with line breaks
 fits on one stdin line and every generated answer is one output line.
+
+A `backward` codec reads text right to left (ULMFiT's second language model, for transfer): its
+ids run from the end of a text to its start, so a model continuing a prompt writes what comes
+*before* it, which `decode` shows in reading order.
 """
 
 from __future__ import annotations
@@ -55,10 +59,16 @@ def char_vocab(codes: Tensor, *, max_vocab: int | None, min_count: int) -> Vocab
 
 @dataclass
 class BookCodec(Codec):
-    """`tokenizer`: the `chars` scheme (char level) or the `book` scheme (word level)."""
+    """`tokenizer`: the `chars` scheme (char level) or the `book` scheme (word level);
+    `backward`: ids in reverse reading order (the module docstring)."""
 
     tokenizer: Tokenizer
     vocab: Vocab
+    backward: bool = False
+
+    def in_model_order(self, ids: Tensor) -> Tensor:
+        """Ids (N,) in reading order -> in the order the model reads them, and back."""
+        return ids.flip(0) if self.backward else ids
 
     @staticmethod
     def make_tokenizer(level: str, *, lowercase: bool, line_breaks: bool) -> Tokenizer:
@@ -89,8 +99,9 @@ class BookCodec(Codec):
         """Text (lowercased already if the tokenizer lowercases) -> token ids (N,) int32
         (unknown -> <unk>)."""
         if self.level == "char":
-            return self.encode_chars(char_codes(text))
-        return torch.tensor(self.vocab.encode(self.tokenizer(text)), dtype=torch.int32)
+            return self.in_model_order(self.encode_chars(char_codes(text)))
+        ids = torch.tensor(self.vocab.encode(self.tokenizer(text)), dtype=torch.int32)
+        return self.in_model_order(ids)
 
     def encode_example(self, text: str) -> dict[str, Tensor]:
         """A prompt -> {"tokens" (T,), "lengths" ()}. Unknown words/chars are read as <unk>,
@@ -106,7 +117,7 @@ class BookCodec(Codec):
             log.warning(
                 "note: %s%s not in the %s vocabulary; read as <unk>", shown, more, self.level
             )
-        ids = torch.tensor(self.vocab.encode(tokens), dtype=torch.long)
+        ids = self.in_model_order(torch.tensor(self.vocab.encode(tokens), dtype=torch.long))
         return {"tokens": ids, "lengths": torch.tensor(len(ids))}
 
     # Decoding --------------------------------------------------------------------------------
@@ -136,18 +147,28 @@ class BookCodec(Codec):
         return last.tolist()
 
     def stream_text(self, batch: Batch, token_steps: Iterable[Tensor]) -> Iterator[str]:
-        """Pieces of text of the first prompt's continuation, as its tokens (B,) arrive."""
+        """Pieces of text of the first prompt's continuation, as its tokens (B,) arrive (a
+        backward model's text before the prompt comes in one piece, once it is complete)."""
+        steps = [int(step.reshape(-1)[0]) for step in token_steps] if self.backward else None
+        if steps is not None:
+            yield self.text_of(steps)
+            return
         steps = (int(step.reshape(-1)[0]) for step in token_steps)
         yield from self.pieces(self.prompt_last(batch)[0], steps)
 
     def decode(self, batch: Batch, outputs: Mapping[str, Tensor]) -> list[str]:
-        """Generated `tokens` (B, L) -> one line each (line breaks written as \\n)."""
+        """Generated `tokens` (B, L) -> one line each (line breaks written as \\n); a backward
+        model's, the text before its prompt."""
+        if self.backward:
+            return [self.text_of(ids) for ids in outputs["tokens"].tolist()]
         rows = zip(self.prompt_last(batch), outputs["tokens"].tolist())
         return [escape_line_breaks("".join(self.pieces(last, ids))) for last, ids in rows]
 
     def text_of(self, ids: Iterable[int]) -> str:
-        """Token ids -> text (prompts and true continuations), line breaks escaped."""
-        tokens = self.vocab.decode(ids, stop_at_eos=False)
+        """Token ids in model order -> text in reading order (prompts and true continuations),
+        line breaks escaped."""
+        ids = [index for index in ids if index != self.vocab.pad_id]
+        tokens = self.vocab.decode(ids[::-1] if self.backward else ids, stop_at_eos=False)
         if self.level == "char":
             return escape_line_breaks("".join(tokens))
         detokenizer = Detokenizer(BOOK_JOIN)
@@ -165,9 +186,11 @@ class BookCodec(Codec):
             "level": self.level,
             "tokenization": self.tokenizer.state_dict(),
             "vocab": self.vocab.to_dict(),
+            "backward": self.backward,
         }
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> BookCodec:
         scheme = "chars" if state["level"] == "char" else "book"
-        return cls(stored_tokenizer(state, scheme=scheme), Vocab.from_dict(state["vocab"]))
+        tokenizer = stored_tokenizer(state, scheme=scheme)
+        return cls(tokenizer, Vocab.from_dict(state["vocab"]), bool(state.get("backward", False)))

@@ -21,11 +21,14 @@ LABELS = ("negative", "positive")
 
 @dataclass
 class SentimentCodec(Codec):
-    """`vocab`: built from the training split (<pad> <unk> first); unknown words -> <unk>."""
+    """`vocab`: built from the training split (<pad> <unk> first); unknown words -> <unk>.
+    `backward`: the model reads each text's tokens last to first (ULMFiT's backward classifier,
+    fine-tuned from a backward language model)."""
 
     tokenizer: Tokenizer
     vocab: Vocab
     keep_last_tokens: int = 100
+    backward: bool = False
 
     @classmethod
     def fit(
@@ -36,6 +39,7 @@ class SentimentCodec(Codec):
         keep_last_tokens: int,
         max_features: int | None,
         min_count: int,
+        backward: bool = False,
     ) -> SentimentCodec:
         """A vocabulary of the most frequent words of the training texts."""
         vocab = Vocab.build(
@@ -44,10 +48,12 @@ class SentimentCodec(Codec):
             min_count=min_count,
             specials=(PAD, UNK),
         )
-        return cls(tokenizer, vocab, keep_last_tokens)
+        return cls(tokenizer, vocab, keep_last_tokens, backward)
 
     def tokens(self, text: str) -> list[str]:
-        return self.tokenizer(text)[-self.keep_last_tokens :]
+        """The tokens the model reads, in its order."""
+        tokens = self.tokenizer(text)[-self.keep_last_tokens :]
+        return tokens[::-1] if self.backward else tokens
 
     def encode_example(self, text: str) -> dict[str, Tensor]:
         tokens = self.tokens(text)
@@ -78,10 +84,13 @@ class SentimentCodec(Codec):
             "tokenization": self.tokenizer.state_dict(),
             "vocab": self.vocab.to_dict(),
             "keep_last_tokens": self.keep_last_tokens,
+            "backward": self.backward,
         }
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> SentimentCodec:
         # States written before codecs carry it as the data config's max_length (its old name).
         keep = state.get("max_length") or state["keep_last_tokens"]
-        return cls(stored_tokenizer(state, scheme="review"), Vocab.from_dict(state["vocab"]), keep)
+        tokenizer = stored_tokenizer(state, scheme="review")
+        vocab = Vocab.from_dict(state["vocab"])
+        return cls(tokenizer, vocab, keep, bool(state.get("backward", False)))

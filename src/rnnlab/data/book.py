@@ -160,7 +160,8 @@ class BookData(TaskDataModule):
     """One or more books -> a token stream split 90/5/5 -> windows (or stateful tracks).
 
     `path`: a .txt file, a list of files, or a folder (its *.txt files, sorted); `None`
-    downloads `gutenberg_ids` from Project Gutenberg into `data_dir`.
+    downloads `gutenberg_ids` from Project Gutenberg into `data_dir`. `backward`: every split
+    read right to left, for a backward language model (ULMFiT's second direction; `BookCodec`).
     """
 
     codec_class = BookCodec
@@ -185,6 +186,7 @@ class BookData(TaskDataModule):
         streaming: bool = False,
         vocab_tokens: int | None = 10_000_000,
         max_tokens: int | None = None,
+        backward: bool = False,
         **loader_options,
     ):
         super().__init__(**loader_options)
@@ -196,6 +198,11 @@ class BookData(TaskDataModule):
             )
             first_tokens = max_tokens
         check_streaming(streaming, vocab_tokens=vocab_tokens)
+        require(
+            not (streaming and backward),
+            "data.backward",
+            "shards are read left to right: set data.streaming=false for a backward model",
+        )
         require(
             not (streaming and stateful),
             "data.streaming",
@@ -228,6 +235,7 @@ class BookData(TaskDataModule):
         self.first_tokens = first_tokens
         self.sample_length, self.encoding = sample_length, encoding
         self.streaming, self.vocab_tokens = streaming, vocab_tokens
+        self.backward = backward
         self.streams: dict[str, Tensor] = {}
         self._shard_dir: Path | None = None
 
@@ -288,7 +296,7 @@ class BookData(TaskDataModule):
                 vocab = char_vocab(
                     codes[:train_end], max_vocab=self.max_vocab, min_count=self.min_count
                 )
-                self.codec = BookCodec(self.tokenizer, vocab)
+                self.codec = BookCodec(self.tokenizer, vocab, self.backward)
             return self.codec.encode_chars(codes), train_end, val_end
         tokens = self.tokenizer(text)[: self.first_tokens]
         train_end, val_end = stream_split(len(tokens), *self.fractions)
@@ -299,7 +307,7 @@ class BookData(TaskDataModule):
                 min_count=self.min_count,
                 specials=SPECIALS,
             )
-            self.codec = BookCodec(self.tokenizer, vocab)
+            self.codec = BookCodec(self.tokenizer, vocab, self.backward)
         return torch.tensor(self.codec.vocab.encode(tokens), dtype=torch.int32), train_end, val_end
 
     def build_splits(self) -> None:
@@ -307,6 +315,12 @@ class BookData(TaskDataModule):
             raise DataError(
                 f"checkpoint vocabulary is {self.codec.level}-level but data.level={self.level}"
             )
+        require(
+            self.codec is None or self.codec.backward == self.backward,
+            "data.backward",
+            f"is {str(self.backward).lower()}, but the checkpoint's model reads the other way: "
+            f"set data.backward={str(not self.backward).lower()}",
+        )
         if self.streaming:
             self._open_shards()
             return
@@ -317,11 +331,12 @@ class BookData(TaskDataModule):
                 f"{len(stream)} {self.level} tokens in {[str(f) for f in files]}: too few for "
                 f"data.seq_len={self.seq_len}; lower data.seq_len or give more text"
             )
-        self.streams = {
+        splits = {
             "train": stream[:train_end],
             "val": stream[train_end:val_end],
             "test": stream[val_end:],
         }
+        self.streams = {name: self.codec.in_model_order(part) for name, part in splits.items()}
         self.train_set = self._dataset(self.streams["train"], train=True)
         self.val_set = self._dataset(self.streams["val"], train=False)
         self.test_set = self._dataset(self.streams["test"], train=False)
@@ -340,7 +355,7 @@ class BookData(TaskDataModule):
         )
 
     def memory_bytes(self) -> int:
-        """Bytes held for the data: the one stream (the splits are views of it)."""
+        """Bytes held for the data: the splits (views of one stream; flipped copies, backward)."""
         return sum(s.numel() * s.element_size() for s in self.streams.values())
 
     def _dataset(self, stream: Tensor, *, train: bool) -> Dataset:
@@ -456,8 +471,11 @@ class BookData(TaskDataModule):
         start = self._paragraph_start(stream, limit=len(stream) - prompt_len - 1)
         prompt = stream[start : start + prompt_len].tolist()
         truth = stream[start + prompt_len : start + prompt_len + self.sample_length].tolist()
-        truth_text = "".join(self.codec.pieces(prompt[-1], truth))
-        return [(self.codec.text_of(prompt), escape_line_breaks(truth_text))][:count]
+        if self.codec.backward:  # the text before the prompt
+            truth_text = self.codec.text_of(truth)
+        else:
+            truth_text = escape_line_breaks("".join(self.codec.pieces(prompt[-1], truth)))
+        return [(self.codec.text_of(prompt), truth_text)][:count]
 
     def _paragraph_start(self, stream: Tensor, limit: int) -> int:
         """Index just after the first paragraph break (before `limit`), else 0."""

@@ -154,7 +154,8 @@ def split_groups(
 
 
 class SentimentData(TaskDataModule):
-    """Sentences or reviews -> 0 (negative) / 1 (positive), as word ids with lengths."""
+    """Sentences or reviews -> 0 (negative) / 1 (positive), as word ids with lengths (read
+    last word first with `backward`, `SentimentCodec`)."""
 
     codec_class = SentimentCodec
 
@@ -171,6 +172,7 @@ class SentimentData(TaskDataModule):
         test_fraction: float = 0.1,
         cache_dir: str = "data",
         url: str | None = None,
+        backward: bool = False,
         **loader_options,
     ):
         super().__init__(**loader_options)
@@ -200,6 +202,7 @@ class SentimentData(TaskDataModule):
         self.test_fraction = test_fraction
         self.cache_dir = Path(cache_dir)
         self.url = url
+        self.backward = backward
         self.samples: dict[str, list[Example]] = {}
 
     # Sources -----------------------------------------------------------------------------------
@@ -315,7 +318,14 @@ class SentimentData(TaskDataModule):
                 keep_last_tokens=self.keep_last_tokens,
                 max_features=self.max_features,
                 min_count=self.min_count,
+                backward=self.backward,
             )
+        require(
+            self.codec.backward == self.backward,
+            "data.backward",
+            f"is {str(self.backward).lower()}, but the checkpoint's model reads the other way: "
+            f"set data.backward={str(not self.backward).lower()}",
+        )
         for split in SPLITS:
             setattr(self, f"{split}_set", self._dataset(parts[split], f"the {split} split"))
             self.samples[split] = parts[split][:64]

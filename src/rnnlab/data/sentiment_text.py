@@ -81,7 +81,7 @@ class SentimentText(BookData):
             vocab = Vocab.build(
                 [tokens], max_size=self.max_vocab, min_count=self.min_count, specials=SPECIALS
             )
-            self.codec = BookCodec(self.tokenizer, vocab)
+            self.codec = BookCodec(self.tokenizer, vocab, self.backward)
         super().build_splits()
 
     def read_text(self, files: Iterable[Path]) -> str:
