@@ -53,6 +53,7 @@ def test_every_preset_passes(preset):
         ("decoding.top_k=[3,0]", "decoding.top_k: must be a positive integer, a list of them"),
         ("task=chat decoding.beam_size=5", "decoding.beam_size: sample=true draws one answer"),
         ("task=book data.backward=yes", "data.backward: must be true or false, got 'yes'"),
+        ("accelerator=gpu trainer.precision=16-mixed", "optimizer.fused: a fused optimizer"),
     ],
 )
 def test_bad_value_names_key_value_and_what_is_allowed(override, shown):

@@ -245,5 +245,18 @@ def check_config(cfg: DictConfig) -> None:
             f"streaming shards are for task=translate, chat and book, not {target}",
         )
         require_streaming()  # the one-line error naming the install command
+    # Lightning clips mixed-precision gradients itself and refuses optimizers that unscale
+    # them (fused ones): say so before training rather than at the first step.
+    precision = str(OmegaConf.select(cfg, "trainer.precision", default="32-true"))
+    require(
+        not (
+            OmegaConf.select(cfg, "optimizer.fused")
+            and "mixed" in precision
+            and OmegaConf.select(cfg, "trainer.gradient_clip_val")
+        ),
+        "optimizer.fused",
+        f"a fused optimizer cannot have its gradients clipped under trainer.precision={precision}: "
+        "set optimizer.fused=false (or trainer.gradient_clip_val=null)",
+    )
     if cfg.get("decoding") is not None:
         DecodingOptions().replace(**OmegaConf.to_container(cfg.decoding, resolve=True))
