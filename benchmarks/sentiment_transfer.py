@@ -22,6 +22,11 @@ seeds measure different splits as well as different initialisations.
     python benchmarks/sentiment_transfer.py --lm-ckpt outputs/book/<run>/checkpoints/best.ckpt
     python benchmarks/sentiment_transfer.py --lm-ckpt <ckpt> --set model.pooling=concat
     python benchmarks/sentiment_transfer.py --lm-minutes 0.5 --lm-first-tokens 50000 --epochs 1
+    python benchmarks/sentiment_transfer.py --backward --lm-ckpt <backward LM> --seeds 0 \
+        --ensemble 5 --ensemble-with <the forward run's --out>   # ULMFiT's two directions
+
+`--backward` runs every stage right to left (`data.backward=true`: ULMFiT's backward LM and
+classifiers); `--ensemble-with` then averages each split's classifiers with the forward run's.
 """
 
 from __future__ import annotations
@@ -179,6 +184,34 @@ def ensemble_accuracy(ckpts: list[str]) -> float:
     return float((mean.argmax(-1) == targets[0]).float().mean())
 
 
+def earlier_members(folders: list[str], name: str, seed: int) -> list[str]:
+    """The `name` (transfer, scratch) classifiers of split `seed` in earlier --out folders,
+    member 0 first."""
+    run = f"{name}-{seed}"
+    found = [
+        path
+        for folder in folders
+        for path in Path(folder).glob(f"{run}*/checkpoints/best.ckpt")
+        if path.parts[-3] == run or path.parts[-3].startswith(f"{run}-")
+    ]
+    return [str(path) for path in sorted(found, key=lambda path: (len(path.parts[-3]), path))]
+
+
+def report_with_earlier(name: str, seed: int, members: list[str], folders: list[str]) -> None:
+    """Print the test accuracy of this run's classifiers averaged with the earlier ones of the
+    same kind and split: one of each (ULMFiT's forward + backward pair) and all of them."""
+    earlier = earlier_members(folders, name, seed)
+    if not earlier:
+        raise SystemExit(f"--ensemble-with: no {name}-{seed}* classifiers in {folders}")
+    pair = ensemble_accuracy([earlier[0], members[0]])
+    every = ensemble_accuracy(earlier + members)
+    print(
+        f"seed {seed}: {name} with the earlier classifiers: one of each {pair:.3f}, "
+        f"all {len(earlier) + len(members)} {every:.3f}",
+        flush=True,
+    )
+
+
 def summary(runs: list[dict], key: str = "cpu_seconds") -> float:
     return statistics.fmean(run[key] for run in runs) if runs else 0.0
 
@@ -215,6 +248,14 @@ def main() -> None:
     parser.add_argument("--no-scratch", action="store_true", help="transfer only")
     parser.add_argument(
         "--ensemble", type=int, default=1, help="classifiers per split, probabilities averaged"
+    )
+    parser.add_argument(
+        "--ensemble-with",
+        nargs="+",
+        default=[],
+        metavar="DIR",
+        help="also average each split's classifiers with those of these earlier --out folders "
+        "(e.g. the forward runs, for a --backward one: ULMFiT's two directions)",
     )
     parser.add_argument(
         "--backward",
@@ -301,6 +342,10 @@ def main() -> None:
                 f"{result['val_acc']:.3f}), {result['cpu_seconds']:.0f} CPU s",
                 flush=True,
             )
+            if args.ensemble_with:
+                report_with_earlier(
+                    name, seed, [member["ckpt"] for member in members], args.ensemble_with
+                )
             if args.ensemble > 1:
                 accuracy = ensemble_accuracy([member["ckpt"] for member in members])
                 ensembles[name].append(accuracy)
