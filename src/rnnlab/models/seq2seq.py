@@ -120,7 +120,8 @@ class DecoderState:
 
     def index_select(self, index: Tensor) -> DecoderState:
         """Rows `index` (N,) of a state with one row per input (expanding or dropping inputs)."""
-        assert self.hypotheses == 1, "select whole inputs of a beam with select_inputs"
+        if self.hypotheses != 1:
+            raise ValueError("a beam's rows are hypotheses: select whole inputs (select_inputs)")
         return self.with_hidden(map_state(self.hidden, lambda h: h.index_select(1, index)), index)
 
     def expand_hypotheses(self, size: int) -> DecoderState:
