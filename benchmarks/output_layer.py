@@ -15,6 +15,9 @@ process cancels (default turns: 30 translate batches of ~500 target tokens, 5 bo
 6,400); ratios are taken within each round, then median [quartiles] over all rounds.
 `adaptive` runs with module.label_smoothing=0 on translate (it has none; smoothing costs nothing
 measurable in `full`). One torch thread by default (see benchmarks/translate_bucketing.py).
+`--layers ... none` adds a bound: the `full` model whose training loss skips the vocabulary
+layer (the mean square of its input features, so everything below it still runs forward and
+backward): no output layer can make a step faster than that.
 
     python benchmarks/output_layer.py [--settings translate book] [--batches N] [--rounds 3]
         [--repeats 2] [--threads 1] [--translate-data spa.txt] [--book pg2600_war_and_peace.txt]
@@ -26,7 +29,7 @@ import argparse
 import json
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -46,7 +49,7 @@ from _common import (
 SHARED = here().parents[1] / "shared" / "data"
 SPA_TXT = SHARED / "translate" / "spa-eng" / "spa.txt"
 WAR_AND_PEACE = SHARED / "books" / "pg2600_war_and_peace.txt"
-LAYERS = ("full", "sampled", "adaptive")
+LAYERS = ("full", "sampled", "adaptive", "none")
 WARMUP = 3  # batches per layer before the rounds (first steps allocate)
 BATCHES = {"translate": 30, "book": 5}  # per turn: a few seconds of `full` each
 
@@ -64,14 +67,21 @@ def target_tokens(batch: dict[str, torch.Tensor]) -> int:
     return batch["targets"].numel()
 
 
+def free_loss(hidden: torch.Tensor, targets: torch.Tensor, **options) -> torch.Tensor:
+    """A training loss that costs (almost) nothing above the features (..., F): the `none` bound."""
+    return hidden.square().mean()
+
+
 class LayerRun:
     """One layer's model and optimiser, and its own pass over the training batches."""
 
-    def __init__(self, cfg, datamodule) -> None:
+    def __init__(self, cfg, datamodule, loss: Callable[..., torch.Tensor] | None = None) -> None:
         from rnnlab.builder import build_module
 
         torch.manual_seed(cfg.seed)  # the same initial weights outside the output layer
         self.module = build_module(cfg, datamodule.codec).train()
+        if loss is not None:  # the `none` bound: this loss instead of the layer's own
+            self.module.net.output_layer.loss = loss
         self.optimizer = self.module.configure_optimizers()  # no scheduler: the optimiser
         self.clip = cfg.trainer.gradient_clip_val
         self.batches = self._forever(datamodule)
@@ -98,7 +108,9 @@ def worker(setting: str, data: str, order: list[str], rounds: int, batches: int)
         layer: compose_config(
             *QUIET,
             *setting_overrides(setting, data),
-            *output_layer_overrides(layer, seq2seq=setting == "translate"),
+            *output_layer_overrides(
+                "full" if layer == "none" else layer, seq2seq=setting == "translate"
+            ),
             output_dir=tempfile.mkdtemp(),
         )
         for layer in dict.fromkeys(order)
@@ -106,7 +118,10 @@ def worker(setting: str, data: str, order: list[str], rounds: int, batches: int)
     datamodule = build_datamodule(configs[order[0]])  # the same data node in each
     datamodule.prepare_data()
     datamodule.setup("fit")
-    runs = {layer: LayerRun(cfg, datamodule) for layer, cfg in configs.items()}
+    runs = {
+        layer: LayerRun(cfg, datamodule, free_loss if layer == "none" else None)
+        for layer, cfg in configs.items()
+    }
     for run in runs.values():
         run.run(WARMUP)
     sizes = datamodule.model_kwargs()
@@ -121,7 +136,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--settings", nargs="+", default=list(BATCHES), choices=list(BATCHES))
-    parser.add_argument("--layers", nargs="+", default=list(LAYERS), choices=LAYERS)
+    parser.add_argument("--layers", nargs="+", default=list(LAYERS[:3]), choices=LAYERS)
     parser.add_argument("--batches", type=int, default=None, help="per layer and turn")
     parser.add_argument("--rounds", type=int, default=3, help="mirrored rounds per process")
     parser.add_argument("--repeats", type=int, default=2, help="fresh processes per setting")
