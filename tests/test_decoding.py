@@ -249,6 +249,22 @@ def test_constrained_decoding_never_outputs_unk_repeats_or_an_early_eos():
     constrained = DecodingOptions(suppress_unk=True, min_new_tokens=2)
     longer, _ = decode(fixed_step(logits), 0, constrained, **common)
     assert short[0].tolist() == [EOS] and longer[0].tolist() == [7, 7, EOS]
+    # A model's own top-k step scores the unconstrained distribution: beams under constraints
+    # step the constrained logits instead.
+    tables = logits[0].log_softmax(-1).expand(1, 10, 10)
+    own = top_k_step(table_step(tables))
+    beam = DecodingOptions(beam_size=2, suppress_unk=True, min_new_tokens=2)
+    state = Rows(torch.zeros(1, dtype=torch.long))
+    tokens, _ = decode(table_step(tables), state, beam, best=own, **common)
+    assert UNK not in tokens[0].tolist() and EOS not in tokens[0, :2].tolist()
+    unconstrained, _ = decode(
+        table_step(tables),
+        state,
+        beam.replace(suppress_unk=False, min_new_tokens=0),
+        best=own,
+        **common,
+    )
+    assert unconstrained[0].tolist() == [EOS]
 
 
 # MMI re-ranking --------------------------------------------------------------------------------
