@@ -149,20 +149,23 @@ class BookCodec(Codec):
     def stream_text(self, batch: Batch, token_steps: Iterable[Tensor]) -> Iterator[str]:
         """Pieces of text of the first prompt's continuation, as its tokens (B,) arrive (a
         backward model's text before the prompt comes in one piece, once it is complete)."""
-        steps = [int(step.reshape(-1)[0]) for step in token_steps] if self.backward else None
-        if steps is not None:
-            yield self.text_of(steps)
-            return
         steps = (int(step.reshape(-1)[0]) for step in token_steps)
-        yield from self.pieces(self.prompt_last(batch)[0], steps)
+        if self.backward:
+            yield self.text_of(steps)
+        else:
+            yield from self.pieces(self.prompt_last(batch)[0], steps)
+
+    def continuation(self, previous_id: int, ids: Iterable[int]) -> str:
+        """Ids that follow a prompt ending in `previous_id` -> their text, line breaks escaped
+        (a backward model's: the text before the prompt, in reading order)."""
+        if self.backward:
+            return self.text_of(ids)
+        return escape_line_breaks("".join(self.pieces(previous_id, ids)))
 
     def decode(self, batch: Batch, outputs: Mapping[str, Tensor]) -> list[str]:
-        """Generated `tokens` (B, L) -> one line each (line breaks written as \\n); a backward
-        model's, the text before its prompt."""
-        if self.backward:
-            return [self.text_of(ids) for ids in outputs["tokens"].tolist()]
+        """Generated `tokens` (B, L) -> one line each (`continuation`)."""
         rows = zip(self.prompt_last(batch), outputs["tokens"].tolist())
-        return [escape_line_breaks("".join(self.pieces(last, ids))) for last, ids in rows]
+        return [self.continuation(last, ids) for last, ids in rows]
 
     def text_of(self, ids: Iterable[int]) -> str:
         """Token ids in model order -> text in reading order (prompts and true continuations),

@@ -30,6 +30,17 @@ from rnnlab.data.batching import (
 from rnnlab.errors import DataError, InputError, require
 
 
+def check_direction(codec: Codec | None, backward: bool) -> None:
+    """ConfigError unless a checkpoint's `codec` (None: none given) reads the way
+    `data.backward` says."""
+    require(
+        codec is None or getattr(codec, "backward", False) == backward,
+        "data.backward",
+        f"is {str(backward).lower()}, but the checkpoint's model reads the other way: "
+        f"set data.backward={str(not backward).lower()}",
+    )
+
+
 class TaskDataModule(pl.LightningDataModule, ABC):
     """Base of the task datamodules: loaders over TensorBatchDatasets encoded by `codec`."""
 

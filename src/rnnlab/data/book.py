@@ -39,9 +39,8 @@ from rnnlab.codecs.book import (
     BookCodec,
     char_codes,
     char_vocab,
-    escape_line_breaks,
 )
-from rnnlab.data.base import TaskDataModule
+from rnnlab.data.base import TaskDataModule, check_direction
 from rnnlab.data.batching import InOrder, ResumableLoader
 from rnnlab.data.download import DownloadError, download
 from rnnlab.data.readers import CorpusError, read_lines, strip_gutenberg
@@ -315,12 +314,7 @@ class BookData(TaskDataModule):
             raise DataError(
                 f"checkpoint vocabulary is {self.codec.level}-level but data.level={self.level}"
             )
-        require(
-            self.codec is None or self.codec.backward == self.backward,
-            "data.backward",
-            f"is {str(self.backward).lower()}, but the checkpoint's model reads the other way: "
-            f"set data.backward={str(not self.backward).lower()}",
-        )
+        check_direction(self.codec, self.backward)
         if self.streaming:
             self._open_shards()
             return
@@ -471,11 +465,7 @@ class BookData(TaskDataModule):
         start = self._paragraph_start(stream, limit=len(stream) - prompt_len - 1)
         prompt = stream[start : start + prompt_len].tolist()
         truth = stream[start + prompt_len : start + prompt_len + self.sample_length].tolist()
-        if self.codec.backward:  # the text before the prompt
-            truth_text = self.codec.text_of(truth)
-        else:
-            truth_text = escape_line_breaks("".join(self.codec.pieces(prompt[-1], truth)))
-        return [(self.codec.text_of(prompt), truth_text)][:count]
+        return [(self.codec.text_of(prompt), self.codec.continuation(prompt[-1], truth))][:count]
 
     def _paragraph_start(self, stream: Tensor, limit: int) -> int:
         """Index just after the first paragraph break (before `limit`), else 0."""

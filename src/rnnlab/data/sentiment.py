@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from rnnlab.codecs.sentiment import LABELS, SentimentCodec
-from rnnlab.data.base import TaskDataModule
+from rnnlab.data.base import TaskDataModule, check_direction
 from rnnlab.data.batching import TensorBatchDataset
 from rnnlab.data.download import DownloadError, check_gzip, check_zip, download, move_aside
 from rnnlab.data.readers import CorpusError, read_labelled_sentences
@@ -320,12 +320,7 @@ class SentimentData(TaskDataModule):
                 min_count=self.min_count,
                 backward=self.backward,
             )
-        require(
-            self.codec.backward == self.backward,
-            "data.backward",
-            f"is {str(self.backward).lower()}, but the checkpoint's model reads the other way: "
-            f"set data.backward={str(not self.backward).lower()}",
-        )
+        check_direction(self.codec, self.backward)
         for split in SPLITS:
             setattr(self, f"{split}_set", self._dataset(parts[split], f"the {split} split"))
             self.samples[split] = parts[split][:64]

@@ -118,31 +118,33 @@ class DecoderState:
             self.hypotheses if hypotheses is None else hypotheses,
         )
 
+    def hidden_rows(self, rows: Tensor) -> State:
+        """The hidden state's rows `rows` (N,), in that order."""
+        return map_state(self.hidden, lambda h: h.index_select(1, rows))
+
     def index_select(self, index: Tensor) -> DecoderState:
         """Rows `index` (N,) of a state with one row per input (expanding or dropping inputs)."""
         if self.hypotheses != 1:
             raise ValueError("a beam's rows are hypotheses: select whole inputs (select_inputs)")
-        return self.with_hidden(map_state(self.hidden, lambda h: h.index_select(1, index)), index)
+        return self.with_hidden(self.hidden_rows(index), index)
 
     def expand_hypotheses(self, size: int) -> DecoderState:
         """Each input's row as `size` hypotheses (rows b * size + k, beam search); the encoder's
         tensors stay one per input."""
         rows = torch.arange(self.src_mask.size(0), device=self.src_mask.device)
         rows = rows.repeat_interleave(size)
-        return self.with_hidden(
-            map_state(self.hidden, lambda h: h.index_select(1, rows)), None, size
-        )
+        return self.with_hidden(self.hidden_rows(rows), None, size)
 
     def select_hypotheses(self, index: Tensor) -> DecoderState:
         """Reorder among the hypotheses of each input (beam search): only the hidden state
         differs between them, so the encoder's tensors are not copied at every step."""
-        return self.with_hidden(map_state(self.hidden, lambda h: h.index_select(1, index)))
+        return self.with_hidden(self.hidden_rows(index))
 
     def select_inputs(self, inputs: Tensor) -> DecoderState:
         """Only inputs `inputs` (N,), with all their hypotheses (a beam drops finished ones)."""
         size = self.hypotheses
         rows = (inputs[:, None] * size + torch.arange(size, device=inputs.device)).flatten()
-        return self.with_hidden(map_state(self.hidden, lambda h: h.index_select(1, rows)), inputs)
+        return self.with_hidden(self.hidden_rows(rows), inputs)
 
 
 class AutoregressiveDecoder(nn.Module):
